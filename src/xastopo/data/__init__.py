@@ -1,0 +1,1 @@
+"""Raw data: readers, validation, labels, assembly into materials, and the split."""

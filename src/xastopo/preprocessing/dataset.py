@@ -1,0 +1,72 @@
+"""Featurize assembled records: fit the Preprocessor on train, then turn every split into arrays."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from xastopo.data.validation import SpectrumError
+from xastopo.elements import atomic_number
+from xastopo.preprocessing.batching import pad_materials
+from xastopo.preprocessing.preprocessor import Preprocessor
+
+
+def record_sites(row) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    return [(np.asarray(e, float), np.asarray(m, float), float(w))
+            for e, m, w in zip(row.energy, row.mu, row.weights, strict=True)]
+
+
+def fit_preprocessor(pre: Preprocessor, train: pd.DataFrame) -> tuple[Preprocessor, Counter]:
+    """Fit windows and standardization on the training records only."""
+    pre.fit_windows((r.absorbing_element, record_sites(r)) for r in train.itertuples(index=False))
+    spectra, rejects = [], Counter()
+    for r in train.itertuples(index=False):
+        try:
+            spectra.append((r.absorbing_element, pre.element_spectrum(r.absorbing_element, record_sites(r))))
+        except SpectrumError as exc:
+            rejects[exc.reason] += 1
+    pre.fit_standardization(spectra)
+    return pre, rejects
+
+
+def featurize_split(pre: Preprocessor, records: pd.DataFrame, desc: str = "featurize") -> tuple[dict, Counter]:
+    """Records of one split → padded arrays and per-reason rejection counts.
+
+    An absorber that cannot be featurized (window not covered, element never seen in training) is
+    dropped and counted; a material left with no absorber is dropped and counted too.
+    """
+    rejects: Counter = Counter()
+    per_mat: dict[str, list[tuple[int, np.ndarray]]] = {}
+    meta: dict[str, tuple[int, int]] = {}
+    for r in tqdm(list(records.itertuples(index=False)), desc=desc, unit="rec", mininterval=2.0):
+        meta[r.mp_id] = (int(r.y), int(r.y3))
+        try:
+            x = pre.standardize(r.absorbing_element, pre.element_spectrum(r.absorbing_element, record_sites(r)))
+        except SpectrumError as exc:
+            rejects[f"absorber_{exc.reason}"] += 1
+            continue
+        per_mat.setdefault(r.mp_id, []).append((atomic_number(r.absorbing_element), x))
+    ids = sorted(per_mat)
+    rejects["material_without_usable_absorber"] = len(set(meta) - set(per_mat))
+    mats = []
+    for m in ids:
+        items = sorted(per_mat[m], key=lambda t: t[0])
+        mats.append((np.stack([x for _, x in items]), np.array([z for z, _ in items])))
+    x, z, mask = pad_materials(mats, pre.n_points)
+    y = np.array([meta[m][0] for m in ids], dtype=np.int64)
+    y3 = np.array([meta[m][1] for m in ids], dtype=np.int64)
+    return {"X": x, "Z": z, "mask": mask, "y": y, "y3": y3, "ids": np.array(ids, dtype=str)}, rejects
+
+
+def save_arrays(arrays: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}

@@ -1,0 +1,191 @@
+"""The fitted preprocessor: per-element energy window, grid and standardization statistics.
+
+Training, export, the CLI and the service all load the same saved JSON, so the numbers that turn a
+raw spectrum into model input are derived once (on the training split) and never re-derived.
+Follows scikit-learn's fit/transform convention; ``save``/``load`` round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xastopo.data.validation import SpectrumError, real_range, validate_spectrum
+from xastopo.elements import atomic_number
+from xastopo.preprocessing.spectrum import normalize_on_grid, resample_linear
+
+FORMAT_VERSION = 1
+
+# One site spectrum of an element in a material: (energy [eV, absolute], mu, weight).
+Site = tuple[Sequence[float], Sequence[float], float]
+
+
+@dataclass
+class ElementWindow:
+    """Window and standardization statistics of one absorbing element (fitted on train)."""
+
+    lo: float
+    hi: float
+    mean: float = 0.0
+    std: float = 1.0
+    n_train: int = 0
+
+
+@dataclass
+class Preprocessor:
+    """Raw site spectra → standardized ``n_points`` vectors per absorbing element."""
+
+    n_points: int = 200
+    window_ev: float = 56.0
+    coverage_quantile: float = 0.9
+    max_extrapolation_ev: float = 5.0
+    post_edge_ev: float = 5.0
+    flat_run_tol: float = 0.0
+    min_points: int = 20
+    elements: dict[str, ElementWindow] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
+
+    @classmethod
+    def from_params(cls, params: dict) -> Preprocessor:
+        f = params["featurize"]
+        return cls(
+            n_points=int(f["n_points"]),
+            window_ev=float(f["window_ev"]),
+            coverage_quantile=float(f["coverage_quantile"]),
+            max_extrapolation_ev=float(f["max_extrapolation_ev"]),
+            post_edge_ev=float(f["post_edge_ev"]),
+            flat_run_tol=float(params["ingest"]["flat_run_tol"]),
+            min_points=int(params["ingest"]["min_points"]),
+        )
+
+    # ----------------------------------------------------------------- fitting
+    def fit_windows(self, element_sites: Iterable[tuple[str, Sequence[Site]]]) -> Preprocessor:
+        """Place each element's window from where its training spectra really have data.
+
+        Start: the ``coverage_quantile`` of the spectra's first real (non-copied) energies, so that
+        nearly all spectra cover it without extrapolation; end: start + ``window_ev``, cut to the
+        lower quantile of their last real energies where the data span less (e.g. 35 eV sources).
+        """
+        firsts: dict[str, list[float]] = {}
+        lasts: dict[str, list[float]] = {}
+        for el, sites in element_sites:
+            for energy, mu, _ in sites:
+                e, m = np.asarray(energy, float), np.asarray(mu, float)
+                lo, hi = real_range(e, m, self.flat_run_tol)
+                firsts.setdefault(el, []).append(float(e[lo]))
+                lasts.setdefault(el, []).append(float(e[hi]))
+        q = self.coverage_quantile
+        self.elements = {}
+        for el in sorted(firsts):
+            lo = float(np.quantile(firsts[el], q))
+            hi = min(lo + self.window_ev, float(np.quantile(lasts[el], 1.0 - q)))
+            self.elements[el] = ElementWindow(lo=round(lo, 4), hi=round(hi, 4))
+        return self
+
+    def fit_standardization(self, element_spectra: Iterable[tuple[str, np.ndarray]]) -> Preprocessor:
+        """Per element: mean of per-spectrum means, mean of per-spectrum stds (train only).
+
+        With a single training spectrum the std is 1, as in the paper's code: one spectrum's own
+        spread says nothing about the spread between materials.
+        """
+        groups: dict[str, list[np.ndarray]] = {}
+        for el, x in element_spectra:
+            groups.setdefault(el, []).append(np.asarray(x, float))
+        for el, xs in groups.items():
+            a = np.stack(xs)
+            w = self.elements[el]
+            w.mean = float(a.mean(axis=1).mean())
+            w.std = float(a.std(axis=1).mean()) if len(xs) > 1 else 1.0
+            if w.std <= 0:
+                w.std = 1.0
+            w.n_train = len(xs)
+        return self
+
+    # --------------------------------------------------------------- transform
+    def grid(self, element: str) -> np.ndarray:
+        w = self.window(element)
+        return np.linspace(w.lo, w.hi, self.n_points)
+
+    def window(self, element: str) -> ElementWindow:
+        if element not in self.elements:
+            try:
+                atomic_number(element)
+            except KeyError as exc:
+                raise SpectrumError("unknown_element", str(exc.args[0]), "element") from None
+            known = ", ".join(sorted(self.elements))
+            raise SpectrumError(
+                "element_not_supported",
+                f"the model has no statistics for element '{element}' (supported: {known})",
+                "element",
+            )
+        return self.elements[element]
+
+    def site_spectrum(self, element: str, energy: Sequence[float], mu: Sequence[float]) -> np.ndarray:
+        """Validate, resample onto the element grid and edge-step normalize one site spectrum."""
+        e, m = validate_spectrum(energy, mu, self.min_points)
+        grid = self.grid(element)
+        r = resample_linear(e, m, grid, self.max_extrapolation_ev, self.flat_run_tol)
+        return normalize_on_grid(r, grid, self.post_edge_ev)
+
+    def element_spectrum(self, element: str, sites: Sequence[Site]) -> np.ndarray:
+        """Combine the sites of one element, weighted by multiplicity, after normalization."""
+        if len(sites) == 0:
+            raise SpectrumError("no_spectra", f"no spectra for element '{element}'", "spectra")
+        xs = np.stack([self.site_spectrum(element, e, m) for e, m, _ in sites])
+        w = np.asarray([float(s[2]) for s in sites])
+        if np.any(w <= 0) or not np.all(np.isfinite(w)):
+            raise SpectrumError("bad_weight", "site weights must be positive", "weight")
+        return (w[:, None] * xs).sum(axis=0) / w.sum()
+
+    def standardize(self, element: str, x: np.ndarray) -> np.ndarray:
+        w = self.window(element)
+        return (np.asarray(x, float) - w.mean) / w.std
+
+    def material_inputs(self, spectra: dict[str, Sequence[Site]]) -> tuple[np.ndarray, np.ndarray]:
+        """One material → (X [n_absorbers, n_points] float32, Z [n_absorbers] int64), sorted by Z."""
+        els = sorted(spectra, key=atomic_number)
+        x = np.stack([self.standardize(el, self.element_spectrum(el, spectra[el])) for el in els])
+        z = np.asarray([atomic_number(el) for el in els], dtype=np.int64)
+        return x.astype(np.float32), z
+
+    # -------------------------------------------------------------- persistence
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["elements"] = {k: asdict(v) for k, v in sorted(self.elements.items())}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessor:
+        d = dict(d)
+        if d.get("version") != FORMAT_VERSION:
+            raise ValueError(f"preprocessor format version {d.get('version')} != {FORMAT_VERSION}")
+        d["elements"] = {k: ElementWindow(**v) for k, v in d["elements"].items()}
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save(self, path: str | Path) -> str:
+        """Write JSON; return its sha256 (recorded in the ONNX metadata and checked at start-up)."""
+        text = self.to_json()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @classmethod
+    def load(cls, path: str | Path, sha256: str | None = None) -> Preprocessor:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"preprocessor file not found: {p}")
+        text = p.read_text()
+        if sha256 is not None and hashlib.sha256(text.encode()).hexdigest() != sha256:
+            raise ValueError(f"{p}: checksum mismatch (file changed since the model was exported)")
+        try:
+            return cls.from_dict(json.loads(text))
+        except (json.JSONDecodeError, TypeError, KeyError) as exc:
+            raise ValueError(f"{p}: not a valid preprocessor file ({exc})") from exc

@@ -1,0 +1,56 @@
+"""Single-spectrum operations: resampling onto a grid and edge-step normalization.
+
+The shipped spectra come in two scales (FEFF's edge-step normalized mu, and OmniXAS "processed"
+intensities = FEFF mu × a per-site constant). Normalizing on the element's window makes both the
+same: subtract the value at the window start (pre-edge ≈ 0) and divide by the mean over the last
+``post_edge_ev`` of the window (post-edge ≈ 1). The operation is invariant to the per-site scale, so
+a processed Cu spectrum and the raw FEFF run it came from give the same result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xastopo.data.validation import SpectrumError, real_range
+
+
+def resample_linear(
+    energy: np.ndarray, mu: np.ndarray, grid: np.ndarray, max_extrapolation_ev: float = 0.0,
+    flat_run_tol: float = 0.0,
+) -> np.ndarray:
+    """Linear interpolation of ``mu(energy)`` onto ``grid``.
+
+    Copied flat runs at either end do not count as coverage. Values up to ``max_extrapolation_ev``
+    beyond the real data are held constant (as the source processing did); further is an error
+    naming the energy range that is needed.
+    """
+    lo, hi = real_range(energy, mu, flat_run_tol)
+    e_lo, e_hi = float(energy[lo]), float(energy[hi])
+    need_lo, need_hi = float(grid[0]), float(grid[-1])
+    if e_lo - need_lo > max_extrapolation_ev + 1e-9 or need_hi - e_hi > max_extrapolation_ev + 1e-9:
+        raise SpectrumError(
+            "window_not_covered",
+            f"spectrum covers {e_lo:.2f}-{e_hi:.2f} eV but {need_lo:.2f}-{need_hi:.2f} eV is needed "
+            f"(up to {max_extrapolation_ev:g} eV missing at either end is tolerated)",
+            "energy",
+        )
+    return np.interp(grid, energy[lo : hi + 1], mu[lo : hi + 1])
+
+
+def normalize_on_grid(resampled: np.ndarray, grid: np.ndarray, post_edge_ev: float) -> np.ndarray:
+    """Edge-step normalize a spectrum already resampled on ``grid`` (see module docstring)."""
+    pre = float(resampled[0])
+    post_mask = grid >= grid[-1] - post_edge_ev
+    post = float(resampled[post_mask].mean())
+    step = post - pre
+    if not np.isfinite(step) or step <= 1e-12 * max(1.0, abs(post)):
+        raise SpectrumError(
+            "no_edge_step", "spectrum has no rising edge in the window (post-edge <= pre-edge)", "mu"
+        )
+    return (resampled - pre) / step
+
+
+def max_negative_jump(normalized: np.ndarray) -> float:
+    """Largest point-to-point drop of a normalized spectrum, in edge-step units."""
+    d = np.diff(normalized)
+    return float(max(0.0, -d.min())) if d.size else 0.0
