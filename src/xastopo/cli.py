@@ -35,8 +35,16 @@ def data_summary(
     for p in (materials, split):
         if not p.is_file():
             fail(f"{p} not found: run `dvc repro` first (or pass --materials/--split)")
-    rec = pd.read_parquet(materials, columns=["mp_id", "absorbing_element", "label3"])
-    sp = pd.read_csv(split)
+    try:
+        rec = pd.read_parquet(materials, columns=["mp_id", "absorbing_element", "label3"])
+    except Exception as exc:  # pyarrow raises many types for a bad file
+        fail(f"{materials}: cannot read assembled records ({exc.__class__.__name__})")
+    try:
+        sp = pd.read_csv(split)
+    except Exception as exc:
+        fail(f"{split}: cannot read split file ({exc.__class__.__name__})")
+    if not {"mp_id", "split"} <= set(sp.columns):
+        fail(f"{split}: needs columns mp_id and split")
     from xastopo.data.split import SPLITS, split_table
 
     t = split_table(rec, sp)
@@ -49,6 +57,30 @@ def data_summary(
     table.add_section()
     table.add_row("all", "materials", *(str(int(tot.get(s, 0))) for s in SPLITS), str(len(sp)))
     console.print(table)
+
+
+@app.command("predict")
+def predict(
+    input: Path = typer.Argument(..., help="parquet with mp_id, absorbing_element, energy, mu (several sites "
+                                 "of an element are combined; optional 'weight' or 'multiplicity' column), "
+                                 "or a JSON file in the service's request schema"),
+    out: Path = typer.Option(..., "--out", help="CSV: material_id, probability_topological, label, "
+                             "elements_used, warnings"),
+    model_dir: Path = typer.Option(None, help="exported model directory (default: serving.model_dir in "
+                                   "params.yaml, or XASTOPO_MODEL_DIR)"),
+    params: Path = typer.Option(Path("params.yaml"), help="parameter file"),
+    skip_invalid: bool = typer.Option(False, help="write invalid materials as rows with a warning "
+                                      "instead of stopping at the first one"),
+) -> None:
+    """Batch prediction for many materials (the same Predictor as the service)."""
+    from xastopo.batch_predict import BatchInputError, predict_file
+    from xastopo.inference import ArtifactError, InputError
+
+    try:
+        n, n_bad = predict_file(input, out, model_dir, params, skip_invalid)
+    except (BatchInputError, InputError, ArtifactError) as exc:
+        fail(str(exc))
+    console.print(f"wrote {n} predictions to {out}" + (f" ({n_bad} invalid, see warnings)" if n_bad else ""))
 
 
 def _register_optional() -> None:

@@ -25,11 +25,11 @@ def validate_sites(df: pd.DataFrame, min_points: int, flat_run_tol: float = 0.0)
     keep: list[int] = []
     energies, mus, n_flat_lo, n_flat_hi = [], [], [], []
     for i, row in enumerate(df.itertuples(index=False)):
-        el = getattr(row, "absorbing_element")
+        el = row.absorbing_element
         if not isinstance(el, str) or el not in Z_OF:
             reasons["unknown_element"] += 1
             continue
-        mp = getattr(row, "mp_id")
+        mp = row.mp_id
         if not isinstance(mp, str) or not mp:
             reasons["missing_mp_id"] += 1
             continue

@@ -77,7 +77,10 @@ def read_labels(path: str | Path) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise ReaderError(f"{p}: file not found")
-    df = pd.read_csv(p, dtype={"mp_id": str, "label": str, "label3": str})
+    try:
+        df = pd.read_csv(p, dtype={"mp_id": str, "label": str, "label3": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ReaderError(f"{p}: not a readable csv ({exc.__class__.__name__})") from exc
     missing = [c for c in ("mp_id", "label", "label3") if c not in df.columns]
     if missing:
         raise ReaderError(f"{p}: missing column(s) {', '.join(missing)}")

@@ -14,10 +14,11 @@ import numpy as np
 class SpectrumError(ValueError):
     """A spectrum failed validation. ``reason`` is a short code, ``field`` the offending field."""
 
-    def __init__(self, reason: str, message: str, field: str = "mu") -> None:
+    def __init__(self, reason: str, message: str, field: str = "mu", element: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.field = field
+        self.element = element
 
 
 def validate_spectrum(

@@ -149,7 +149,14 @@ class Preprocessor:
     def material_inputs(self, spectra: dict[str, Sequence[Site]]) -> tuple[np.ndarray, np.ndarray]:
         """One material → (X [n_absorbers, n_points] float32, Z [n_absorbers] int64), sorted by Z."""
         els = sorted(spectra, key=atomic_number)
-        x = np.stack([self.standardize(el, self.element_spectrum(el, spectra[el])) for el in els])
+        rows = []
+        for el in els:
+            try:
+                rows.append(self.standardize(el, self.element_spectrum(el, spectra[el])))
+            except SpectrumError as exc:
+                exc.element = el
+                raise
+        x = np.stack(rows)
         z = np.asarray([atomic_number(el) for el in els], dtype=np.int64)
         return x.astype(np.float32), z
 

@@ -53,4 +53,6 @@ def normalize_on_grid(resampled: np.ndarray, grid: np.ndarray, post_edge_ev: flo
 def max_negative_jump(normalized: np.ndarray) -> float:
     """Largest point-to-point drop of a normalized spectrum, in edge-step units."""
     d = np.diff(normalized)
+    if not np.all(np.isfinite(d)):
+        return float("nan")  # no usable edge step: callers treat NaN as unphysical
     return float(max(0.0, -d.min())) if d.size else 0.0

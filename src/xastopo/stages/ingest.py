@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-
 from xastopo.config import get, load_params, raw_path
 from xastopo.data.ingest import ingest
 from xastopo.data.readers import read_simulated
@@ -26,7 +24,9 @@ def main() -> None:
     keep = [c for c in sites.columns if c not in ("feff_inp",)]
     sites[keep].to_parquet(out / "sites.parquet", index=False)
     labels.to_parquet(out / "labels.parquet", index=False)
-    report["inputs"] = {"site_spectra": str(spectra), "labels_csv": str(labels_csv)}
+    raw = get(params, "data.raw_dir")
+    report["inputs"] = {"site_spectra": f"{raw}/{get(params, 'data.site_spectra')}",
+                        "labels_csv": f"{raw}/{get(params, 'data.labels_csv')}"}
     write_json("reports/data_quality.json", report)
     s = report["spectra"]
     print(f"ingest: {s['rows_read']} spectra read, {s['rows_valid']} valid, {s['rows_rejected']} rejected "

@@ -1,0 +1,294 @@
+"""Resampling, edge-step normalization, windows, train-only standardization, persistence, weighting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xastopo.data.split import split_materials
+from xastopo.data.validation import SpectrumError
+from xastopo.preprocessing import ElementWindow, Preprocessor, normalize_on_grid, resample_linear
+from xastopo.preprocessing.dataset import featurize_split, fit_preprocessor, record_sites
+
+# A window both Cu sources cover: processed rows span 8983.173 + 0..35 eV, raw ones start at most
+# at 8988.73 eV (PROVENANCE.md) and the default constant extrapolation tolerates 5 eV.
+CU_WINDOW = ElementWindow(lo=8985.5, hi=9017.5)
+
+
+def cu_pre(**kw) -> Preprocessor:
+    return Preprocessor(elements={"Cu": ElementWindow(CU_WINDOW.lo, CU_WINDOW.hi)}, **kw)
+
+
+# ------------------------------------------------------------------ resampling
+
+
+def test_grid_is_n_points_evenly_spaced_over_window():
+    pre = cu_pre(n_points=200)
+    g = pre.grid("Cu")
+    assert len(g) == 200 and g[0] == CU_WINDOW.lo and g[-1] == CU_WINDOW.hi
+    np.testing.assert_allclose(np.diff(g), (CU_WINDOW.hi - CU_WINDOW.lo) / 199, rtol=1e-9)
+
+
+def test_linear_function_resampled_exactly():
+    rng = np.random.default_rng(0)
+    e = np.sort(rng.uniform(8980.0, 9030.0, 173))  # non-uniform grid like FEFF's
+    mu = 0.37 * (e - 8980.0) + 1.5
+    grid = cu_pre().grid("Cu")
+    r = resample_linear(e, mu, grid)
+    np.testing.assert_allclose(r, 0.37 * (grid - 8980.0) + 1.5, rtol=1e-12, atol=1e-9)
+
+
+def test_smooth_arctan_within_interpolation_error_bound():
+    # linear interpolation error <= h^2/8 * max|f''|; for f = arctan(x/w), max|f''| = 3*sqrt(3)/8/w^2
+    w, h = 2.0, 0.05
+    e = np.arange(8970.0, 9040.0 + h, h)
+    f = lambda x: np.arctan((x - 8993.0) / w)  # noqa: E731
+    grid = cu_pre().grid("Cu")
+    r = resample_linear(e, f(e), grid)
+    bound = h**2 / 8 * 3 * np.sqrt(3) / 8 / w**2
+    assert np.abs(r - f(grid)).max() <= bound * 1.0001
+
+
+def test_resample_holds_end_values_within_tolerance_and_ignores_copied_runs():
+    grid = np.linspace(100.0, 120.0, 41)
+    e = np.linspace(102.0, 118.0, 33)
+    mu = e - 100.0
+    r = resample_linear(e, mu, grid, max_extrapolation_ev=2.0)
+    assert np.all(r[grid <= 102.0] == 2.0) and np.all(r[grid >= 118.0] == 18.0)
+    # a copied (flat) start does not count as coverage: data really start at 104 → 4 eV missing
+    mu2 = np.where(e < 104.0, mu[e >= 104.0][0], mu)
+    with pytest.raises(SpectrumError) as ei:
+        resample_linear(e, mu2, grid, max_extrapolation_ev=2.0)
+    assert ei.value.reason == "window_not_covered"
+
+
+def test_window_not_covered_names_needed_range(all_spectra):
+    """A processed Cu row (35 eV) cannot fill a 56 eV window; the error says what is needed."""
+    row = all_spectra[(all_spectra["source"] == "omnixas_feff_processed")
+                      & (all_spectra["absorbing_element"] == "Cu")].iloc[0]
+    pre = Preprocessor(elements={"Cu": ElementWindow(8985.5, 8985.5 + 56.0)})
+    with pytest.raises(SpectrumError) as ei:
+        pre.site_spectrum("Cu", row["energy"], row["mu"])
+    assert ei.value.reason == "window_not_covered" and ei.value.field == "energy"
+    msg = str(ei.value)
+    assert "8985.50-9041.50 eV is needed" in msg
+    assert "spectrum covers" in msg and "5 eV" in msg
+
+
+# --------------------------------------------------------------- normalization
+
+
+def test_normalize_on_grid_pre_zero_post_one_and_scale_invariant():
+    grid = np.linspace(0.0, 40.0, 161)
+    mu = 0.2 + 1.7 * (np.arctan(grid - 10.0) / np.pi + 0.5) + 0.3 * np.exp(-((grid - 14) ** 2))
+    n = normalize_on_grid(mu, grid, post_edge_ev=5.0)
+    assert n[0] == 0.0
+    assert n[grid >= 35.0].mean() == pytest.approx(1.0, abs=1e-12)
+    for c in (1e-3, 0.85, 1000.0):
+        np.testing.assert_allclose(normalize_on_grid(c * mu, grid, 5.0), n, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(normalize_on_grid(mu + 5.0, grid, 5.0), n, rtol=1e-10, atol=1e-12)
+
+
+def test_normalize_rejects_spectrum_without_edge():
+    grid = np.linspace(0.0, 40.0, 161)
+    for mu in (np.ones_like(grid), 2.0 - grid / 40.0):
+        with pytest.raises(SpectrumError) as ei:
+            normalize_on_grid(mu, grid, 5.0)
+        assert ei.value.reason == "no_edge_step"
+
+
+def test_processed_scale_is_feff_mu_times_site_constant(all_spectra):
+    """PROVENANCE: processed y = 1000 * mu_FEFF * xsedge50 / a0^2, so normalization must cancel a
+    per-site constant. Check that constant on the real rows (it is why scale invariance matters)."""
+    a0 = 0.529177210903  # Bohr radius, Angstrom
+    pairs = _cu_pairs(all_spectra).head(5)
+    for r in pairs.itertuples():
+        e_p, y = np.asarray(r.energy_p), np.asarray(r.mu_p, float)
+        # compare where the processed grid lies between raw points kept (e_start < E < e_start + 35)
+        e_r = np.asarray(r.energy_r)
+        kept = e_r[e_r < e_p[0] + 35.0]
+        lo = np.searchsorted(e_p, kept[0]) + 1
+        hi = np.searchsorted(e_p, kept[-1])
+        mu_r = np.interp(e_p[lo:hi], r.energy_r, np.asarray(r.mu_r, float))
+        expect = 1000 * mu_r * r.feff_xsedge50_r / a0**2
+        np.testing.assert_allclose(y[lo:hi], expect, rtol=1e-5)
+
+
+# --------------------------------------------- raw vs processed Cu (the key test)
+
+
+def _cu_pairs(all_spectra: pd.DataFrame) -> pd.DataFrame:
+    raw = all_spectra[all_spectra["source"] == "omnixas_feff_raw"]
+    proc = all_spectra[(all_spectra["source"] == "omnixas_feff_processed")
+                       & (all_spectra["absorbing_element"] == "Cu")]
+    return raw.merge(proc, on=["mp_id", "site"], suffixes=("_r", "_p")).sort_values("spectrum_id_r")
+
+
+def test_raw_and_processed_cu_give_same_normalized_spectrum(all_spectra):
+    pairs = _cu_pairs(all_spectra)
+    assert len(pairs) >= 800  # PROVENANCE: all processed Cu rows were rebuilt from raw runs
+    pre = cu_pre(n_points=200)
+    diffs = []
+    for r in pairs.itertuples():
+        a = pre.site_spectrum("Cu", r.energy_r, r.mu_r)
+        b = pre.site_spectrum("Cu", r.energy_p, r.mu_p)
+        assert a[0] == 0.0 and b[0] == 0.0
+        diffs.append(np.abs(a - b).max())
+    diffs = np.array(diffs)
+    # re-interpolating the 0.25 eV processed grid cannot reproduce raw FEFF points exactly at sharp
+    # white lines; a few hundredths of the edge step is the size of that effect
+    assert diffs[:10].max() < 0.02, diffs[:10]
+    assert diffs.max() < 0.03, diffs.max()
+    assert np.median(diffs) < 0.01
+    # the same spectra NOT normalized differ by the per-site scale (~0.85 in OmniXAS units)
+    r = pairs.iloc[0]
+    g = pre.grid("Cu")
+    raw_r = resample_linear(np.asarray(r["energy_r"]), np.asarray(r["mu_r"], float), g, 5.0)
+    proc_r = resample_linear(np.asarray(r["energy_p"]), np.asarray(r["mu_p"], float), g, 5.0)
+    assert np.abs(raw_r - proc_r).max() > 0.05
+
+
+def test_tolerance_discriminates_different_sites(all_spectra):
+    """Control: the raw spectrum of one site against the processed one of another differs a lot."""
+    pairs = _cu_pairs(all_spectra).head(10)
+    pre = cu_pre()
+    a = [pre.site_spectrum("Cu", r.energy_r, r.mu_r) for r in pairs.itertuples()]
+    b = [pre.site_spectrum("Cu", r.energy_p, r.mu_p) for r in pairs.itertuples()]
+    shifted = [np.abs(a[i] - b[(i + 1) % len(b)]).max() for i in range(len(a))]
+    assert min(shifted) > 0.03
+
+
+# ------------------------------------------------------------ standardization
+
+
+@pytest.fixture(scope="module")
+def split_records(labeled_records):
+    split = split_materials(labeled_records, (0.7, 0.15, 0.15), seed=14)
+    return labeled_records.merge(split, on="mp_id")
+
+
+def _by_hand(pre: Preprocessor, records: pd.DataFrame, element: str) -> tuple[float, float, int]:
+    means, stds = [], []
+    for r in records[records["absorbing_element"] == element].itertuples(index=False):
+        x = pre.element_spectrum(element, record_sites(r))
+        means.append(np.mean(x))
+        stds.append(np.sqrt(np.mean((x - np.mean(x)) ** 2)))
+    return float(np.mean(means)), float(np.mean(stds)), len(means)
+
+
+def test_standardization_fitted_on_train_only(split_records):
+    train = split_records[split_records["split"] == "train"]
+    val = split_records[split_records["split"] == "val"]
+    pre, rejects = fit_preprocessor(cu_pre(), train)
+    assert sum(rejects.values()) == 0
+    assert set(pre.elements) == set(train["absorbing_element"])
+    w = pre.elements["Cu"]
+    mean, std, n = _by_hand(pre, train, "Cu")
+    assert w.n_train == n == int((train["absorbing_element"] == "Cu").sum())
+    assert w.mean == pytest.approx(mean, rel=1e-12) and w.std == pytest.approx(std, rel=1e-12)
+    before = json.dumps(pre.to_dict(), sort_keys=True)
+    arrays, _ = featurize_split(pre, val, desc="val")  # transforming val never refits
+    assert json.dumps(pre.to_dict(), sort_keys=True) == before
+    assert len(arrays["ids"]) > 0
+    # and the statistics do depend on the data: including val would have given other numbers
+    mean_tv, std_tv, _ = _by_hand(pre, pd.concat([train, val]), "Cu")
+    assert abs(mean_tv - w.mean) > 1e-9 and abs(std_tv - w.std) > 1e-9
+    # standardized train Cu spectra: their per-spectrum means average to 0
+    x = [pre.standardize("Cu", pre.element_spectrum("Cu", record_sites(r)))
+         for r in train[train["absorbing_element"] == "Cu"].itertuples(index=False)]
+    assert np.mean([xi.mean() for xi in x]) == pytest.approx(0.0, abs=1e-9)
+    assert np.mean([xi.std() for xi in x]) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_windows_fitted_from_train_coverage(split_records):
+    train = split_records[split_records["split"] == "train"]
+    pre = Preprocessor(window_ev=56.0, coverage_quantile=0.9).fit_windows(
+        (r.absorbing_element, record_sites(r)) for r in train.itertuples(index=False))
+    for w in pre.elements.values():
+        assert 0 < w.hi - w.lo <= 56.0 + 1e-9
+    # Ti has only processed rows (35 eV): its window is cut below 35 eV, Cu's raw runs span 141 eV
+    assert pre.elements["Ti"].hi - pre.elements["Ti"].lo < 35.0
+    assert pre.elements["Cu"].hi - pre.elements["Cu"].lo == pytest.approx(56.0, abs=1e-3)
+
+
+def test_single_training_spectrum_std_is_one():
+    pre = cu_pre()
+    x = np.linspace(0.0, 1.2, pre.n_points) ** 2
+    pre.fit_standardization([("Cu", x)])
+    assert pre.elements["Cu"].std == 1.0
+    assert pre.elements["Cu"].mean == pytest.approx(x.mean())
+    assert pre.elements["Cu"].n_train == 1
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def test_save_load_round_trip_and_checksum(tmp_path, split_records):
+    train = split_records[split_records["split"] == "train"]
+    pre, _ = fit_preprocessor(Preprocessor(), train)
+    path = tmp_path / "sub" / "preprocessor.json"
+    sha = pre.save(path)
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    back = Preprocessor.load(path, sha256=sha)
+    assert back == pre
+    assert back.to_json() == pre.to_json()
+    r = train.iloc[0]
+    el, sites = r["absorbing_element"], record_sites(r)
+    np.testing.assert_array_equal(back.standardize(el, back.element_spectrum(el, sites)),
+                                  pre.standardize(el, pre.element_spectrum(el, sites)))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        Preprocessor.load(path, sha256="0" * 64)
+    path.write_text(path.read_text().replace('"n_points": 200', '"n_points": 201'))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        Preprocessor.load(path, sha256=sha)
+    with pytest.raises(FileNotFoundError):
+        Preprocessor.load(tmp_path / "missing.json")
+
+
+def test_load_rejects_other_format_version(tmp_path):
+    d = cu_pre().to_dict()
+    d["version"] = 999
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="version"):
+        Preprocessor.load(p)
+
+
+# ------------------------------------------------------------------ weighting
+
+
+def test_element_spectrum_multiplicity_weighting(all_spectra):
+    raw = all_spectra[all_spectra["source"] == "omnixas_feff_raw"].sort_values("spectrum_id")
+    a_row, b_row = raw.iloc[0], raw.iloc[1]
+    pre = cu_pre()
+    a = pre.site_spectrum("Cu", a_row["energy"], a_row["mu"])
+    b = pre.site_spectrum("Cu", b_row["energy"], b_row["mu"])
+    assert np.abs(a - b).max() > 0.01  # two different spectra, or the test proves nothing
+    ea, ma, eb, mb = a_row["energy"], a_row["mu"], b_row["energy"], b_row["mu"]
+    got = pre.element_spectrum("Cu", [(ea, ma, 3.0), (eb, mb, 1.0)])
+    np.testing.assert_allclose(got, 0.75 * a + 0.25 * b, rtol=1e-12, atol=1e-12)
+    # weights only matter relatively; one site alone is that site
+    got2 = pre.element_spectrum("Cu", [(ea, ma, 6.0), (eb, mb, 2.0)])
+    np.testing.assert_allclose(got2, got, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(pre.element_spectrum("Cu", [(a_row["energy"], a_row["mu"], 4.0)]), a)
+    for bad in (0.0, -1.0, np.nan):
+        with pytest.raises(SpectrumError) as ei:
+            pre.element_spectrum("Cu", [(a_row["energy"], a_row["mu"], bad)])
+        assert ei.value.reason == "bad_weight"
+    with pytest.raises(SpectrumError) as ei:
+        pre.element_spectrum("Cu", [])
+    assert ei.value.reason == "no_spectra"
+
+
+def test_unknown_and_unsupported_elements():
+    pre = cu_pre()
+    with pytest.raises(SpectrumError) as ei:
+        pre.grid("Xx")
+    assert ei.value.reason == "unknown_element"
+    with pytest.raises(SpectrumError) as ei:
+        pre.grid("Fe")
+    assert ei.value.reason == "element_not_supported" and "Cu" in str(ei.value)
