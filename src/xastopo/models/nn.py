@@ -1,0 +1,78 @@
+"""The paper's network (Andrejevic et al. 2022), for any number of absorbers per material.
+
+Per absorber: a spectral MLP (n_points→256→64) and an atom-type embedding (one-hot Z, 93→93,
+implemented as an embedding lookup plus bias, which is the same linear map). Their outer product
+(64×93) is summed over the material's absorbers using the padding mask, then a dense head
+5952→256→64→1 gives one logit. The masked sum makes the output independent of absorber order and of
+padding, and keeps the ONNX graph to plain tensor ops (no scatter) with dynamic batch and absorbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from xastopo.elements import N_TYPES
+
+
+def mlp(sizes: list[int], dropout: float, last_activation: bool) -> nn.Sequential:
+    """Linear layers with ReLU + dropout after each hidden layer."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or last_activation:
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class XasTopoNet(nn.Module):
+    """Spectra ⊗ atom types, summed over absorbers → P(topological) logit.
+
+    ``use_spectra=False`` is the type-only ablation: the material vector is the masked sum of type
+    embeddings (93), fed to the same head.
+    """
+
+    def __init__(self, n_points: int = 200, spec_hidden: int = 256, spec_out: int = 64,
+                 type_embed: int = N_TYPES, head_hidden: tuple[int, ...] = (256, 64),
+                 dropout: float = 0.5, use_spectra: bool = True) -> None:
+        super().__init__()
+        self.use_spectra = use_spectra
+        self.type_weight = nn.Embedding(N_TYPES, type_embed)
+        self.type_bias = nn.Parameter(torch.zeros(type_embed))
+        if use_spectra:
+            self.spectral = mlp([n_points, spec_hidden, spec_out], dropout, last_activation=True)
+            width = spec_out * type_embed
+        else:
+            self.spectral = None
+            width = type_embed
+        self.head = mlp([width, *head_hidden, 1], dropout, last_activation=False)
+
+    def forward(self, spectra: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """spectra [B, A, P] float, z [B, A] int64, mask [B, A] float → logits [B]."""
+        t = self.type_weight(z) + self.type_bias  # [B, A, T] = Linear(one_hot(z))
+        if self.spectral is None:
+            feat = torch.einsum("bat,ba->bt", t, mask)
+        else:
+            s = self.spectral(spectra)  # [B, A, S]
+            feat = torch.einsum("bas,bat,ba->bst", s, t, mask).flatten(1)
+        return self.head(feat).squeeze(-1)
+
+
+class ProbabilityModel(nn.Module):
+    """Wraps a network to output probabilities (the exported and served graph)."""
+
+    def __init__(self, net: XasTopoNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, spectra: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(spectra, z, mask))
+
+
+def build_net(params: dict, n_points: int, use_spectra: bool) -> XasTopoNet:
+    p = params["nn"]
+    return XasTopoNet(
+        n_points=n_points, spec_hidden=int(p["spec_hidden"]), spec_out=int(p["spec_out"]),
+        type_embed=int(p["type_embed"]), head_hidden=tuple(int(h) for h in p["head_hidden"]),
+        dropout=float(p["dropout"]), use_spectra=use_spectra,
+    )

@@ -1,0 +1,1 @@
+"""Training loops, evaluation metrics, plots and MLflow tracking."""

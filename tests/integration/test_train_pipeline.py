@@ -1,0 +1,100 @@
+"""End to end: the full `dvc repro` (data → train → select → export) in a temp copy of the repo,
+with short training settings, a real MLflow store in a temp dir read back with MlflowClient."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+import yaml
+from test_dvc_pipeline import REPO_ROOT, _git_files, dvc, ran
+
+pytestmark = pytest.mark.slow
+MODELS = ("nn", "nn_type_only", "svm", "svm_type", "pca_kmeans", "composition")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, shared_data, monkeypatch_module):
+    import shutil
+
+    dst = tmp_path_factory.mktemp("xastopo_full")
+    for f in _git_files():
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / f, dst / f)
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["data"]["raw_dir"] = str(shared_data)
+    params["nn"].update(max_epochs=3, patience=3)
+    params["composition"]["max_iter"] = 20
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    store = tmp_path_factory.mktemp("mlflow_store")
+    uri = f"sqlite:///{store}/mlflow.db"
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", uri)
+    out = dvc(dst, "repro")
+    return dst, uri, out
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_full_repro_runs_every_stage_then_nothing(pipeline):
+    repo, _, out = pipeline
+    assert ran(out) == {"ingest", "assemble", "split", "featurize", "train", "select", "export"}, out
+    again = dvc(repo, "repro")
+    assert ran(again) == set(), again
+    assert "Data and pipelines are up to date" in dvc(repo, "status")
+
+
+def test_metrics_and_plots_are_declared_and_readable(pipeline):
+    repo, _, _ = pipeline
+    shown = json.loads(dvc(repo, "metrics", "show", "--json"))
+    files = next(iter(shown.values()))["data"]
+    for m in MODELS:
+        data = files[f"metrics/{m}.json"]["data"]
+        for split in ("val", "test"):
+            for cls in ("topological", "trivial"):
+                assert set(data[split][cls]) >= {"precision", "recall", "f1"}
+            assert 0.0 <= data[split]["auc"] <= 1.0
+            assert sum(map(sum, data[split]["confusion"])) == data[split]["n"]
+        assert data["test"]["per_element"], m
+        assert (repo / f"plots/{m}/per_element_f1_topological_test.png").stat().st_size > 1000
+    table = (repo / "reports/comparison.md").read_text()
+    assert all(f"| {m} |" in table for m in MODELS)
+    assert json.loads((repo / "reports/export_parity.json").read_text())["passed"] is True
+
+
+def test_mlflow_parent_child_runs_metrics_and_champion_alias(pipeline):
+    from mlflow import MlflowClient
+
+    repo, uri, _ = pipeline
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("xastopo")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    assert sorted(r.info.run_name for r in children) == sorted(MODELS)
+    for r in children:
+        assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert r.data.tags["dvc_data_hash"] not in ("", "unknown")
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", r.data.tags["git_commit"])
+        local = json.loads((repo / f"metrics/{r.info.run_name}.json").read_text())
+        assert r.data.metrics["test_macro_f1"] == pytest.approx(local["test"]["macro_f1"])
+        arts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert "preprocessor.json" in arts
+    nn = next(r for r in children if r.info.run_name == "nn")
+    history = client.get_metric_history(nn.info.run_id, "val_loss")
+    assert len(history) == 3 and [h.step for h in history] == [1, 2, 3]
+    champion = json.loads((repo / "models/champion.json").read_text())
+    mv = client.get_model_version_by_alias("xastopo-classifier", "champion")
+    assert mv.version == champion["registered_version"]
+    assert mv.run_id == champion["mlflow_run_id"] or mv.source.endswith(champion["model_uri"].split("/")[-1])
+    meta = json.loads((repo / "models/export/metadata.json").read_text())
+    assert meta["mlflow_run_id"] == champion["mlflow_run_id"] and meta["model_version"] == mv.version
+

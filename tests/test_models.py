@@ -1,0 +1,143 @@
+"""The paper's network and the baselines: invariances, real-data learning, Hungarian matching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xastopo.elements import Z_OF
+from xastopo.models.baselines import PcaKMeans, concat_features, hungarian_assignment, type_features
+from xastopo.models.nn import XasTopoNet
+from xastopo.preprocessing.batching import pad_materials
+
+
+@pytest.fixture(scope="module")
+def features(labeled_records):
+    """Real featurized splits (train/val) from the labeled records, as `featurize` makes them."""
+    from xastopo.data.split import split_materials
+    from xastopo.preprocessing.dataset import featurize_split, fit_preprocessor
+    from xastopo.preprocessing.preprocessor import Preprocessor
+
+    split = split_materials(labeled_records, (0.7, 0.15, 0.15), seed=14)
+    rec = labeled_records.merge(split, on="mp_id")
+    pre, _ = fit_preprocessor(Preprocessor(), rec[rec["split"] == "train"])
+    out = {s: featurize_split(pre, rec[rec["split"] == s])[0] for s in ("train", "val")}
+    return out
+
+
+def _net(seed: int = 0, **kw) -> XasTopoNet:
+    torch.manual_seed(seed)
+    return XasTopoNet(**kw).eval()
+
+
+def test_output_independent_of_absorber_order_and_padding():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 200)).astype(np.float32)
+    z = np.array([Z_OF["Cu"], Z_OF["Ti"], Z_OF["O"]])
+    net = _net()
+    base = net(torch.tensor(x[None]), torch.tensor(z[None]), torch.ones(1, 3))
+    perm = [2, 0, 1]
+    permuted = net(torch.tensor(x[perm][None]), torch.tensor(z[perm][None]), torch.ones(1, 3))
+    xp, zp, mp = pad_materials([(x, z)], 200, max_absorbers=7)
+    # padding slots hold garbage spectra: the mask alone must remove them
+    xp[0, 3:] = rng.normal(size=(4, 200))
+    padded = net(torch.tensor(xp), torch.tensor(zp), torch.tensor(mp))
+    assert torch.allclose(base, permuted, atol=1e-6)
+    assert torch.allclose(base, padded, atol=1e-6)
+    assert mp.sum() == 3 and xp.shape == (1, 7, 200)
+
+
+def test_one_and_five_absorbers_in_one_batch_match_separate_runs():
+    rng = np.random.default_rng(1)
+    one = (rng.normal(size=(1, 200)).astype(np.float32), np.array([Z_OF["Cu"]]))
+    five = (rng.normal(size=(5, 200)).astype(np.float32), np.array([Z_OF[e] for e in ("Ti", "V", "Cr", "Co", "Ni")]))
+    net = _net(3)
+    x, z, m = pad_materials([one, five], 200)
+    both = net(torch.tensor(x), torch.tensor(z), torch.tensor(m))
+    for i, mat in enumerate((one, five)):
+        xi, zi, mi = pad_materials([mat], 200)
+        alone = net(torch.tensor(xi), torch.tensor(zi), torch.tensor(mi))
+        assert torch.allclose(both[i], alone[0], atol=1e-5)
+    assert x.shape == (2, 5, 200) and m.tolist()[0] == [1, 0, 0, 0, 0]
+
+
+def test_type_only_network_ignores_spectra():
+    net = _net(4, use_spectra=False)
+    z = torch.tensor([[Z_OF["Cu"], Z_OF["S"]]])
+    a = net(torch.zeros(1, 2, 200), z, torch.ones(1, 2))
+    b = net(torch.randn(1, 2, 200), z, torch.ones(1, 2))
+    c = net(torch.zeros(1, 2, 200), torch.tensor([[Z_OF["Ti"], Z_OF["S"]]]), torch.ones(1, 2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_paper_dimensions():
+    net = XasTopoNet()
+    assert net.type_weight.weight.shape == (93, 93)
+    first = [m for m in net.spectral if isinstance(m, torch.nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in first] == [(200, 256), (256, 64)]
+    head = [m for m in net.head if isinstance(m, torch.nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in head] == [(5952, 256), (256, 64), (64, 1)]
+    assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in net.modules()) == 4
+
+
+def test_tiny_real_training_run_lowers_the_loss(features):
+    from xastopo.training.nn_trainer import set_determinism, train_nn
+
+    set_determinism(14, 2)
+    net = XasTopoNet(n_points=features["train"]["X"].shape[2])
+    net, history, best = train_nn(net, features["train"], features["val"], lr=1e-3, weight_decay=0.0,
+                                  batch_size=64, max_epochs=8, patience=8, seed=14,
+                                  device=torch.device("cpu"))
+    assert min(h["train_loss"] for h in history[-3:]) < 0.95 * history[0]["train_loss"]
+    assert 1 <= best <= len(history)
+    assert min(h["val_loss"] for h in history) == history[best - 1]["val_loss"]
+
+
+def test_training_is_deterministic_on_cpu(features):
+    from xastopo.training.nn_trainer import predict_proba, set_determinism, train_nn
+
+    probs = []
+    for _ in range(2):
+        set_determinism(14, 2)
+        net = XasTopoNet(n_points=features["train"]["X"].shape[2])
+        net, _, _ = train_nn(net, features["train"], features["val"], lr=1e-3, weight_decay=0.0,
+                             batch_size=64, max_epochs=2, patience=2, seed=14, device=torch.device("cpu"))
+        probs.append(predict_proba(net, features["val"], torch.device("cpu")))
+    assert np.array_equal(probs[0], probs[1])
+
+
+def test_hungarian_matching_corrects_for_class_imbalance():
+    # 90 trivial (0), 10 topological (1). Cluster 0 holds 60 trivial + 2 topological,
+    # cluster 1 holds 30 trivial + 8 topological. By raw counts the majority class wins both
+    # clusters; normalized by class size cluster 1 holds 80 % of the topological class.
+    clusters = np.array([0] * 62 + [1] * 38)
+    labels = np.array([0] * 60 + [1] * 2 + [0] * 30 + [1] * 8)
+    mapping = hungarian_assignment(clusters, labels)
+    assert mapping.tolist() == [0, 1]
+    # swapped cluster ids give the swapped map
+    assert hungarian_assignment(1 - clusters, labels).tolist() == [1, 0]
+
+
+def test_pca_kmeans_on_separable_clusters():
+    rng = np.random.default_rng(5)
+    n = 60
+    y = np.array([0] * 40 + [1] * 20)
+    x = rng.normal(size=(n, 1, 20)).astype(np.float32) * 0.1
+    x[y == 1, 0, :10] += 3.0
+    z = np.full((n, 1), Z_OF["Cu"])
+    m = np.ones((n, 1), np.float32)
+    model = PcaKMeans(0.8, 10, seed=0).fit(x, z, m, y)
+    p = model.predict_proba(x, z, m)
+    assert ((p >= 0.5) == (y == 1)).all()
+
+
+def test_baseline_features_zero_fill_and_type_presence():
+    x = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
+    z = np.array([[29, 22], [22, 0]])
+    m = np.array([[1, 1], [1, 0]], np.float32)
+    f = concat_features(x, z, m, [22, 29])
+    assert f[0].tolist() == x[0, 1].tolist() + x[0, 0].tolist()
+    assert f[1].tolist() == x[1, 0].tolist() + [0, 0, 0]
+    t = type_features(z, m)
+    assert t[0, 22] == t[0, 29] == 1 and t[1, 22] == 1 and t[1].sum() == 1 and t[1, 0] == 0
