@@ -1,0 +1,1 @@
+"""Export of the champion to ONNX, with metadata and a parity check against the framework."""

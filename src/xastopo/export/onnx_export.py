@@ -1,0 +1,112 @@
+"""Champion → one ONNX file (dynamic batch and absorbers), metadata, and framework parity.
+
+The NN is exported with torch.onnx (dynamo) as the probability graph; an SVM champion with
+skl2onnx on its feature vector (the Predictor builds that vector from the same padded inputs).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import onnx
+
+from xastopo.inference import sha256_file
+
+
+def export_nn(model_pt: Path, out: Path, n_points: int) -> tuple[object, callable]:
+    """Export the saved network; return (torch module, framework predict function)."""
+    import torch
+
+    from xastopo.models.nn import ProbabilityModel, build_net
+
+    ckpt = torch.load(model_pt, map_location="cpu", weights_only=False)
+    net = build_net({"nn": ckpt["config"]}, ckpt["n_points"], ckpt["use_spectra"])
+    net.load_state_dict(ckpt["state_dict"])
+    model = ProbabilityModel(net).eval()
+    x = torch.zeros(2, 2, n_points)
+    z = torch.tensor([[29, 0], [22, 8]])
+    m = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    batch, absorbers = torch.export.Dim("batch", min=1), torch.export.Dim("absorbers", min=1)
+    dyn = {0: batch, 1: absorbers}
+    torch.onnx.export(model, (x, z, m), str(out), input_names=["spectra", "z", "mask"],
+                      output_names=["probability"], dynamo=True, verbose=False,
+                      dynamic_shapes={"spectra": dyn, "z": dyn, "mask": dyn})
+
+    @torch.no_grad()
+    def framework(a: dict) -> np.ndarray:
+        return model(torch.as_tensor(a["spectra"]), torch.as_tensor(a["z"]),
+                     torch.as_tensor(a["mask"])).numpy().astype(np.float64)
+
+    return model, framework
+
+
+def export_svm(model_joblib: Path, out: Path) -> tuple[object, callable, list[int] | None]:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    saved = joblib.load(model_joblib)
+    clf = saved["model"]
+    n = int(clf.n_features_in_)
+    onx = convert_sklearn(clf, initial_types=[("features", FloatTensorType([None, n]))],
+                          options={id(clf): {"zipmap": False}}, target_opset=17)
+    out.write_bytes(onx.SerializeToString())
+
+    def framework(a: dict) -> np.ndarray:
+        return clf.predict_proba(a["features"])[:, 1]
+
+    return clf, framework, saved.get("element_z")
+
+
+def set_metadata(path: Path, meta: dict) -> None:
+    """Write string metadata_props into the ONNX file (model name/version, run id, hashes...)."""
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key = k
+        p.value = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    model.producer_name = "xastopo"
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path))
+
+
+def parity(predictor, framework, arrays: dict, atol: float) -> dict:
+    """ONNX Runtime vs framework probabilities and labels on a whole split."""
+    inputs = predictor.model_inputs(arrays["X"], arrays["Z"], arrays["mask"])
+    p_ort = predictor.predict_arrays(arrays["X"], arrays["Z"], arrays["mask"])
+    p_fw = framework(inputs)
+    thr = predictor.threshold
+    same = bool(np.array_equal(p_ort >= thr, p_fw >= thr))
+    diff = float(np.max(np.abs(p_ort - p_fw))) if len(p_fw) else 0.0
+    return {"n": int(len(p_fw)), "max_abs_diff": diff, "atol": atol, "labels_identical": same,
+            "passed": bool(diff <= atol and same)}
+
+
+def build_metadata(champion: dict, pre_sha: str, onnx_sha: str, kind: str, preprocessing: dict,
+                   element_z: list[int] | None) -> dict:
+    return {
+        "model_name": champion["registered_model_name"], "model_version": str(champion["registered_version"]),
+        "model_kind": kind, "mlflow_run_id": champion["mlflow_run_id"], "dataset_hash": champion["dvc_data_hash"],
+        "threshold": champion["threshold"], "test_metrics": champion["test"],
+        "preprocessor_sha256": pre_sha, "onnx_sha256": onnx_sha, "preprocessing": preprocessing,
+        "element_z": element_z, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def finalize(out_dir: Path, onnx_path: Path, champion: dict, pre_path: Path, kind: str,
+             element_z: list[int] | None) -> dict:
+    """Write ONNX metadata, the preprocessor copy and metadata.json (with checksums)."""
+    from xastopo.preprocessing.preprocessor import Preprocessor
+
+    pre = Preprocessor.load(pre_path)
+    pre_sha = pre.save(out_dir / "preprocessor.json")
+    meta = build_metadata(champion, pre_sha, "", kind, pre.to_dict(), element_z)
+    onnx_meta = {k: v for k, v in meta.items() if k not in ("onnx_sha256", "exported_at")}
+    set_metadata(onnx_path, onnx_meta)
+    meta["onnx_sha256"] = sha256_file(onnx_path)
+    (out_dir / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
