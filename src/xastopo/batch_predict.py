@@ -88,18 +88,19 @@ def predict_file(input_path: Path, out: Path, model_dir: Path | None, params_pat
     suffix = input_path.suffix.lower()
     if suffix == ".json":
         req = read_json_request(input_path)
-        items = [(m.material_id, {s.element: [(s.energy, s.mu, 1.0)] for s in m.spectra}) for m in req.materials]
+        items = [(m.material_id, {s.element: [(s.energy, s.mu, 1.0)] for s in m.spectra},
+                  {s.element: j for j, s in enumerate(m.spectra)}) for m in req.materials]
     elif suffix in (".parquet", ".pq"):
-        items = parquet_materials(input_path)
+        items = [(mid, spectra, None) for mid, spectra in parquet_materials(input_path)]
     else:
         raise BatchInputError(f"{input_path}: expected a .parquet or .json file")
     rows: list[Prediction | dict] = [None] * len(items)  # type: ignore[list-item]
     n_bad = 0
     ok: list[tuple[int, tuple[np.ndarray, np.ndarray]]] = []
-    for i, (mid, spectra) in enumerate(tqdm(items, desc="preprocess", unit="material", mininterval=1.0,
+    for i, (mid, spectra, positions) in enumerate(tqdm(items, desc="preprocess", unit="material", mininterval=1.0,
                                             disable=len(items) < 200)):
         try:
-            ok.append((i, predictor.sites_arrays(i, spectra)))
+            ok.append((i, predictor.sites_arrays(i, spectra, positions)))
         except InputError as exc:
             if not skip_invalid:
                 raise InputError(exc.index, exc.field, f"{exc.message} (material_id {mid})") from None

@@ -8,7 +8,6 @@ missing, corrupted or mismatched artifact stops start-up with one clear message.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from xastopo.data.validation import SpectrumError
+from xastopo.devices import gpu_visible
 from xastopo.preprocessing.batching import pad_materials
 from xastopo.preprocessing.preprocessor import Preprocessor, Site
 from xastopo.schema import MaterialIn, Prediction
@@ -37,19 +37,6 @@ class InputError(ValueError):
 
     def __str__(self) -> str:
         return f"materials[{self.index}].{self.field}: {self.message}"
-
-
-def gpu_visible() -> bool:
-    """True when the CUDA driver reports at least one device (no torch import needed)."""
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    count = ctypes.c_int(0)
-    try:
-        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
-    except AttributeError:
-        return False
 
 
 def session_providers(prefer_gpu: bool = True) -> list[str]:

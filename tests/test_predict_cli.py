@@ -1,0 +1,190 @@
+"""`xastopo predict` on real test-split spectra with a real small exported model.
+
+Parquet input with several sites per element (combined with their weights exactly as in training)
+and a JSON request; bad inputs and a missing model exit != 0 with one readable line, no traceback.
+The exported model is built by the integration fixtures (shared per session, ~40 s): marked slow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+XASTOPO = Path(sys.executable).parent / "xastopo"
+
+# The real exported-model fixtures live with the integration tests; load them here by path (the
+# model itself is built once per session and reused under the session's base temp dir).
+_spec = importlib.util.spec_from_file_location("xastopo_integration_fixtures",
+                                               REPO_ROOT / "tests" / "integration" / "conftest.py")
+_fx = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fx)
+split_records = _fx.split_records
+exported_model_dir = _fx.exported_model_dir
+sample_request = _fx.sample_request
+sample_sites = _fx.sample_sites
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([str(XASTOPO), "predict", *args], cwd=cwd, capture_output=True, text=True, timeout=180)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert r.returncode != 0
+    text = r.stdout + r.stderr
+    assert "Traceback" not in text, text
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
+def test_parquet_sites_combined_as_in_training(tmp_path: Path, exported_model_dir: Path, sample_sites: pd.DataFrame,
+                                               split_records: pd.DataFrame) -> None:
+    from xastopo.inference import Predictor
+    from xastopo.preprocessing.dataset import featurize_split
+    from xastopo.preprocessing.preprocessor import Preprocessor
+
+    counts = sample_sites.groupby(["mp_id", "absorbing_element"]).size()
+    assert counts.max() >= 2, "the slice must have an element with several sites"
+    assert sample_sites.groupby("mp_id")["absorbing_element"].nunique().max() >= 2
+    src = tmp_path / "sites.parquet"
+    sample_sites.to_parquet(src)
+    out = tmp_path / "out.csv"
+    r = run_cli(str(src), "--out", str(out), "--model-dir", str(exported_model_dir))
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(out)
+    assert df["material_id"].tolist() == list(dict.fromkeys(sample_sites["mp_id"]))  # input order
+    assert list(df.columns) == ["material_id", "probability_topological", "label", "elements_used", "warnings"]
+
+    # reference: the training featurization of the same records, through the ONNX session
+    pre = Preprocessor.load(exported_model_dir / "preprocessor.json")
+    recs = split_records[split_records["mp_id"].isin(set(sample_sites["mp_id"]))]
+    arrays, rejects = featurize_split(pre, recs, desc="ref")
+    assert sum(rejects.values()) == 0
+    predictor = Predictor(exported_model_dir, prefer_gpu=False)
+    ref = dict(zip(arrays["ids"], predictor.predict_arrays(arrays["X"], arrays["Z"], arrays["mask"]), strict=True))
+    got = dict(zip(df["material_id"], df["probability_topological"], strict=True))
+    assert set(got) == set(ref)
+    np.testing.assert_allclose([got[k] for k in ref], [ref[k] for k in ref], rtol=0, atol=1e-6)
+    thr = predictor.threshold
+    assert all((df["label"] == "topological") == (df["probability_topological"] >= thr))
+    multi = df[df["elements_used"].str.contains(";")]
+    assert len(multi) >= 1
+
+
+def test_json_request_matches_predictor(tmp_path: Path, exported_model_dir: Path, sample_request: dict) -> None:
+    from xastopo.inference import Predictor
+    from xastopo.schema import PredictRequest
+
+    src = tmp_path / "req.json"
+    src.write_text(json.dumps(sample_request))
+    out = tmp_path / "out.csv"
+    r = run_cli(str(src), "--out", str(out), "--model-dir", str(exported_model_dir))
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {len(sample_request['materials'])} predictions" in r.stdout
+    df = pd.read_csv(out)
+    ref = Predictor(exported_model_dir, prefer_gpu=False).predict(
+        PredictRequest.model_validate(sample_request).materials)
+    assert df["material_id"].tolist() == [p.material_id for p in ref]
+    np.testing.assert_allclose(df["probability_topological"], [p.probability_topological for p in ref],
+                               rtol=0, atol=1e-6)
+    assert df["label"].tolist() == [p.label for p in ref]
+
+
+def test_model_dir_from_environment(tmp_path: Path, exported_model_dir: Path, sample_request: dict) -> None:
+    import os
+
+    src = tmp_path / "req.json"
+    src.write_text(json.dumps({"materials": sample_request["materials"][:3]}))
+    env = {**os.environ, "XASTOPO_MODEL_DIR": str(exported_model_dir)}
+    r = subprocess.run([str(XASTOPO), "predict", str(src), "--out", str(tmp_path / "o.csv")], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(tmp_path / "o.csv")) == 3
+
+
+def _bad_json(good: dict) -> dict[str, tuple[object, tuple[str, ...]]]:
+    s = good["spectra"][0]
+    e, mu = s["energy"], s["mu"]
+    third = len(e) // 3
+
+    def one(**over) -> dict:
+        return {"materials": [good, {"material_id": "bad-1", "spectra": [{**s, **over}]}]}
+
+    return {
+        "nan": (one(mu=mu[:4] + [math.nan] + mu[5:]), ("materials[1].spectra[0].mu", "NaN")),
+        "not_increasing": (one(energy=[e[0]] * 2 + e[2:]), ("materials[1].spectra[0]", "strictly increasing")),
+        "window": (one(energy=e[:third], mu=mu[:third]), ("materials[1].spectra[0].energy: Cu:", "eV is needed",
+                                                         "material_id bad-1")),
+        "no_statistics": (one(element="Zn"), ("materials[1].spectra[0].element", "no statistics for element 'Zn'")),
+        "unknown_element": (one(element="Qq"), ("materials[1].spectra[0].element", "unknown element")),
+        "wrong_type": ({"materials": [{"material_id": "x", "spectra": [{**s, "energy": "high"}]}]},
+                       ("materials[0].spectra[0].energy",)),
+        "no_spectra": ({"materials": [{"material_id": "x", "spectra": []}]}, ("materials[0].spectra", "no spectra")),
+    }
+
+
+@pytest.mark.parametrize("case", ["nan", "not_increasing", "window", "no_statistics", "unknown_element",
+                                  "wrong_type", "no_spectra"])
+def test_bad_json_one_line(tmp_path: Path, exported_model_dir: Path, sample_request: dict, case: str) -> None:
+    good = next(m for m in sample_request["materials"] if [s["element"] for s in m["spectra"]] == ["Cu"])
+    body, fragments = _bad_json(good)[case]
+    src = tmp_path / "bad.json"
+    src.write_text(json.dumps(body))
+    r = run_cli(str(src), "--out", str(tmp_path / "o.csv"), "--model-dir", str(exported_model_dir))
+    assert_one_line_error(r, "error:", *fragments)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_bad_files_one_line(tmp_path: Path, exported_model_dir: Path, sample_sites: pd.DataFrame) -> None:
+    md = ("--model-dir", str(exported_model_dir))
+    out = ("--out", str(tmp_path / "o.csv"))
+    (tmp_path / "broken.json").write_text('{"materials": [')
+    assert_one_line_error(run_cli(str(tmp_path / "broken.json"), *out, *md), "not valid JSON")
+    assert_one_line_error(run_cli(str(tmp_path / "absent.parquet"), *out, *md), "file not found")
+    (tmp_path / "x.txt").write_text("hello")
+    assert_one_line_error(run_cli(str(tmp_path / "x.txt"), *out, *md), "expected a .parquet or .json")
+    sample_sites.drop(columns=["mu"]).to_parquet(tmp_path / "nomu.parquet")
+    assert_one_line_error(run_cli(str(tmp_path / "nomu.parquet"), *out, *md), "missing column(s) mu")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    assert_one_line_error(run_cli(str(tmp_path / "junk.parquet"), *out, *md), "not a readable parquet")
+    # a site whose spectrum is too short, inside an otherwise good parquet
+    bad = sample_sites.copy()
+    bad.at[0, "energy"] = bad.at[0, "energy"][:5]
+    bad.at[0, "mu"] = bad.at[0, "mu"][:5]
+    bad.to_parquet(tmp_path / "short.parquet")
+    line = assert_one_line_error(run_cli(str(tmp_path / "short.parquet"), *out, *md), "materials[0]",
+                                 "at least 20 needed")
+    assert str(bad.at[0, "mp_id"]) in line
+    r = run_cli(str(tmp_path / "short.parquet"), *out, *md, "--skip-invalid")
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(tmp_path / "o.csv")
+    assert df["warnings"].iloc[0].startswith("invalid: materials[0]")
+    assert df["probability_topological"].notna()[1:].all()
+
+
+def test_missing_or_damaged_model_dir_one_line(tmp_path: Path, exported_model_dir: Path,
+                                               sample_request: dict) -> None:
+    import shutil
+
+    src = tmp_path / "req.json"
+    src.write_text(json.dumps({"materials": sample_request["materials"][:2]}))
+    out = ("--out", str(tmp_path / "o.csv"))
+    assert_one_line_error(run_cli(str(src), *out, "--model-dir", str(tmp_path / "nope")),
+                          "model artifact missing", str(tmp_path / "nope"))
+    d = tmp_path / "export"
+    shutil.copytree(exported_model_dir, d)
+    (d / "model.onnx").write_bytes((d / "model.onnx").read_bytes()[:-10])
+    assert_one_line_error(run_cli(str(src), *out, "--model-dir", str(d)), "checksum mismatch", "model.onnx")
