@@ -83,6 +83,31 @@ def predict(
     console.print(f"wrote {n} predictions to {out}" + (f" ({n_bad} invalid, see warnings)" if n_bad else ""))
 
 
+@app.command("report")
+def report(
+    metrics_dir: Path = typer.Option(Path("metrics"), help="folder of <model>.json metrics (from `dvc repro`)"),
+    split: str = typer.Option("test", help="val or test"),
+) -> None:
+    """Print the model comparison table (markdown) from the metrics files; the README's table is this."""
+    import json
+
+    from xastopo.training.report import ORDER, comparison_markdown
+
+    if split not in ("val", "test"):
+        fail(f"--split must be val or test, got '{split}'")
+    files = {p.stem: p for p in sorted(metrics_dir.glob("*.json"))}
+    if not files:
+        fail(f"no metrics files in {metrics_dir}: run `dvc repro` first")
+    results = {}
+    for name in [n for n in ORDER if n in files] + [n for n in files if n not in ORDER]:
+        try:
+            results[name] = json.loads(files[name].read_text())
+            results[name][split]["macro_f1"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            fail(f"{files[name]}: not a metrics file with a '{split}' section")
+    print(comparison_markdown(results, split), end="")
+
+
 def _register_optional() -> None:
     """Commands that live in their own modules register themselves here."""
     try:

@@ -76,6 +76,12 @@ def assemble(
     dup = has_site & s.duplicated(["mp_id", "absorbing_element", "_site"], keep="first")
     drop["duplicate_site_lower_priority_source"] = int(dup.sum())
     s = s[~dup]
+    # one method per (material, element): never mix, e.g., shipped FEFF9 and simulated FEFF10 sites
+    # (their site indices refer to different structure files, and their energy scales differ)
+    best = s.groupby(["mp_id", "absorbing_element"])["_rank"].transform("min")
+    other = s["_rank"] > best
+    drop["other_source_for_same_element"] = int(other.sum())
+    s = s[~other]
 
     records = []
     weighting_counts: Counter = Counter()

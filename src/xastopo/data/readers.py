@@ -86,15 +86,3 @@ def read_labels(path: str | Path) -> pd.DataFrame:
         raise ReaderError(f"{p}: missing column(s) {', '.join(missing)}")
     return df
 
-
-def read_simulated(folder: str | Path) -> pd.DataFrame | None:
-    """Read the committed FEFF10 shards (``<folder>/shards/*.parquet``) in name order; None if none."""
-    shard_dir = Path(folder) / "shards"
-    files = sorted(shard_dir.glob("*.parquet")) if shard_dir.is_dir() else []
-    if not files:
-        return None
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    if "spectrum_id" not in df.columns:
-        df["spectrum_id"] = [f"feff10_sim/{e}/{m}/{int(s):03d}" for e, m, s in
-                             zip(df["absorbing_element"], df["mp_id"], df["site"], strict=True)]
-    return df

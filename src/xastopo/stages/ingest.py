@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xastopo.config import get, load_params, raw_path
-from xastopo.data.ingest import ingest
-from xastopo.data.readers import read_simulated
+from xastopo.data.ingest import ingest, simulated_sites
 from xastopo.stages.common import run_stage, write_json
 
 
@@ -14,7 +13,7 @@ def main() -> None:
     params = load_params()
     spectra = raw_path(params, "site_spectra")
     labels_csv = raw_path(params, "labels_csv")
-    simulated = read_simulated(Path(get(params, "data.simulated_dir")))
+    simulated = simulated_sites(Path(get(params, "data.simulated_dir")))
     sites, labels, report = ingest(
         spectra, labels_csv, int(get(params, "ingest.min_points")),
         float(get(params, "ingest.flat_run_tol")), simulated,

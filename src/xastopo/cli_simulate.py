@@ -1,0 +1,152 @@
+"""``xastopo simulate``: FEFF10 K-edge XANES of every absorbing element, fanned out with Dask."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_ID = re.compile(r"^(mp|mvc)-\d+$")
+
+
+class InputError(Exception):
+    """Bad user input: reported as one line, exit code 2."""
+
+
+def _parse_materials(spec: str) -> list[str]:
+    p = Path(spec)
+    text = p.read_text() if p.is_file() else spec
+    ids = [t for t in re.split(r"[\s,]+", text) if t]
+    bad = [i for i in ids if not _ID.match(i)]
+    if not ids:
+        raise InputError(f"no material ids in {spec!r}")
+    if bad:
+        raise InputError(f"not a material id (mp-123 or mvc-123): {', '.join(bad[:5])}")
+    return list(dict.fromkeys(ids))
+
+
+def simulate(
+    materials: Annotated[
+        str | None, typer.Option("--materials", help="Comma-separated ids, or a file of ids.")
+    ] = None,
+    n_materials: Annotated[
+        int | None, typer.Option("--n-materials", min=1, help="Planner: number of materials.")
+    ] = None,
+    budget_cpu_hours: Annotated[
+        float | None,
+        typer.Option("--budget-cpu-hours", min=0.0, help="Planner and run: stop after this many CPU-hours."),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Existing Dask scheduler address or scheduler file."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="LocalCluster workers (0 = one per core).")
+    ] = None,
+    params: Annotated[Path, typer.Option("--params", help="params.yaml with a 'simulate:' block.")] = Path(
+        "params.yaml"
+    ),
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (shards, manifest, cache).")
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Recompute recorded failures.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, compute nothing.")] = False,
+) -> None:
+    """Simulate K-edge XANES (FEFF10) of every absorbing element of the selected or planned materials.
+
+    Results go to append-only parquet shards under OUT/shards with OUT/manifest.json; a killed run
+    resumes from the per-site cache in OUT/cache.
+    """
+    try:
+        summary = _simulate(
+            materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run
+        )
+    except (InputError, FileNotFoundError, ValueError, KeyError, OSError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary, sort_keys=True))
+
+
+def _simulate(
+    materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run
+):
+    from .simulate.settings import load_params
+
+    params_path = params if params.is_file() else None
+    if params_path is None and params != Path("params.yaml"):
+        raise InputError(f"params file not found: {params}")
+    cfg, raw_dir = load_params(params_path)
+    out_dir = Path(out) if out is not None else Path(cfg["out_dir"])
+    n_materials = n_materials if n_materials is not None else cfg.get("n_materials")
+    budget = budget_cpu_hours if budget_cpu_hours is not None else cfg.get("budget_cpu_hours")
+    workers = workers if workers is not None else int(cfg.get("workers") or 0)
+    scheduler = scheduler or cfg.get("scheduler")
+    structures = raw_dir / cfg["structures"]
+    if not structures.is_file():
+        raise InputError(f"structures file not found: {structures}")
+
+    from .simulate.pipeline import load_structures, prepare_materials
+    from .simulate.planner import plan
+
+    if materials:
+        ids = _parse_materials(materials)
+        df = load_structures(structures, ids)
+        missing = sorted(set(ids) - set(df.mp_id))
+        if missing:
+            raise InputError(
+                f"no structure for: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+            )
+        mats, skipped = prepare_materials(dict(zip(df.mp_id, df.cif, strict=True)), cfg)
+        if n_materials:
+            mats = mats[: int(n_materials)]
+        desc = f"{len(mats)} given materials"
+    else:
+        if n_materials is None and budget is None:
+            raise InputError("give --materials, --n-materials or --budget-cpu-hours")
+        p = plan(cfg, raw_dir, out_dir, n_materials=n_materials, budget_cpu_hours=budget)
+        mats, skipped = p.materials, p.skipped
+        desc = p.describe()
+    typer.echo(desc, err=True)
+    if dry_run:
+        return {
+            "dry_run": True,
+            "materials": [m.mp_id for m in mats],
+            "sites": sum(len(m.jobs) for m in mats),
+        }
+
+    from .simulate.cache import atomic_write_json
+    from .simulate.cluster import dask_client
+    from .simulate.pipeline import run_batch
+
+    started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    with dask_client(scheduler, workers) as client:
+        summary = run_batch(
+            mats,
+            cfg,
+            out_dir,
+            client,
+            budget_cpu_hours=budget,
+            retry_failed=retry_failed,
+            extra_skipped=[s for s in skipped if s["element"] == "*"],  # unusable structures
+        )
+    summary.update({"started": started, "scheduler": scheduler or f"LocalCluster({workers or 'auto'})"})
+    atomic_write_json(out_dir / "runs" / f"run-{started}.json", summary)
+    return summary
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``simulate`` as a command of the main CLI."""
+    app.command("simulate")(simulate)
+
+
+if __name__ == "__main__":
+    _app = typer.Typer(add_completion=False)
+    register(_app)
+    _app()

@@ -1,0 +1,183 @@
+"""Pick what to simulate next: most whole materials (all edges) per CPU-hour, class-balanced,
+covering elements, skipping what the shards and the cache already hold."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .cache import SiteCache
+from .pipeline import Material, prepare_materials, site_key
+from .shards import load_manifest, read_shards
+
+_EL = re.compile(r"([A-Z][a-z]?)")
+CLASSES = ("topological", "trivial")
+
+
+def formula_elements(formula_sum: str) -> set[str]:
+    return set(_EL.findall(formula_sum or ""))
+
+
+@dataclass
+class Plan:
+    materials: list[Material]
+    labels: dict[str, str]
+    est_seconds: dict[str, float]
+    counts_before: dict[str, int]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.est_seconds.values()))
+
+    def describe(self) -> str:
+        n = {c: sum(1 for m in self.materials if self.labels.get(m.mp_id) == c) for c in CLASSES}
+        els = sorted({j.element for m in self.materials for j in m.jobs})
+        return (
+            f"plan: {len(self.materials)} materials ({n['topological']} topological, {n['trivial']} trivial; "
+            f"already complete {self.counts_before}), "
+            f"{sum(len(m.jobs) for m in self.materials)} unique sites, {len(els)} elements, "
+            f"estimated {self.total_seconds / 3600:.2f} CPU-h"
+        )
+
+
+def completed_materials(out: str | Path, cfg: dict[str, Any], meta: pd.DataFrame) -> set[str]:
+    """Materials whose every computable element has all its unique sites in the shards."""
+    df = read_shards(out, columns=["mp_id", "absorbing_element", "n_equivalent_classes_element"])
+    if df.empty:
+        return set()
+    from .inputs import element_skip_reason
+
+    got = df.groupby(["mp_id", "absorbing_element"]).agg(
+        n=("absorbing_element", "size"), need=("n_equivalent_classes_element", "max")
+    )
+    ok_el = got[got.n >= got.need].reset_index().groupby("mp_id")["absorbing_element"].apply(set)
+    formulas = meta.set_index("mp_id")["formula_sum"]
+    done = set()
+    for mp_id, els in ok_el.items():
+        need = {e for e in formula_elements(formulas.get(mp_id, "")) if element_skip_reason(e, cfg) is None}
+        if need and need <= els:
+            done.add(mp_id)
+    return done
+
+
+def cost_model(out: str | Path, cfg: dict[str, Any], meta: pd.DataFrame) -> tuple[float, float]:
+    """(c0, c1) of seconds/site = c0 + c1 * n_sites(cell); fitted on shard timings when there are enough."""
+    c0, c1 = float(cfg["cost_c0_s"]), float(cfg["cost_c1_s"])
+    df = read_shards(out, columns=["mp_id", "seconds"])
+    if len(df) >= 20:
+        d = df.merge(meta[["mp_id", "n_sites"]], on="mp_id")
+        if len(d) >= 20 and d.n_sites.nunique() > 2:
+            a = np.vstack([np.ones(len(d)), d.n_sites.to_numpy(float)]).T
+            (f0, f1), *_ = np.linalg.lstsq(a, d.seconds.to_numpy(float), rcond=None)
+            if f0 > 0 and f1 >= 0:
+                c0, c1 = float(f0), float(f1)
+    return c0, c1
+
+
+def plan(
+    cfg: dict[str, Any],
+    raw_dir: Path,
+    out: str | Path,
+    n_materials: int | None = None,
+    budget_cpu_hours: float | None = None,
+    shortlist_factor: int = 3,
+) -> Plan:
+    if n_materials is None and budget_cpu_hours is None:
+        raise ValueError("give a material count or a CPU-hour budget")
+    labels = pd.read_csv(raw_dir / cfg["labels_csv"], usecols=["mp_id", "label"])
+    labels = labels[labels.label.isin(CLASSES)]
+    meta = pd.read_parquet(raw_dir / cfg["structures"], columns=["mp_id", "n_sites", "formula_sum"])
+    meta = meta.merge(labels, on="mp_id")
+    done = completed_materials(out, cfg, meta)
+    counts_before = {c: int(meta[meta.mp_id.isin(done)].label.eq(c).sum()) for c in CLASSES}
+    manifest = load_manifest(out)
+    failed = {f["mp_id"] for f in manifest.get("failures", [])}
+    excl = set(cfg["exclude_elements"])
+    ok = (
+        ~meta.mp_id.isin(done | failed)
+        & (meta.n_sites <= int(cfg["max_sites"]))
+        & meta.formula_sum.map(lambda f: not (formula_elements(f) & excl))
+    )
+    cand = meta[ok].copy()
+    rng = np.random.default_rng(int(cfg["seed"]))
+    cand["tie"] = rng.random(len(cand))
+    # cheap proxy ranking (cell size) to shortlist; exact unique sites only for the shortlist
+    target = n_materials if n_materials is not None else 10**9
+    c0, c1 = cost_model(out, cfg, meta)
+    if budget_cpu_hours is not None:
+        per_mat_min = c0 + c1 * max(1, int(cand.n_sites.min()) if len(cand) else 1)
+        target = min(target, int(budget_cpu_hours * 3600 / per_mat_min) + 1)
+    k = max(50, shortlist_factor * target)
+    short = (
+        cand.sort_values(["n_sites", "tie"]).groupby("label", group_keys=False).head(k).reset_index(drop=True)
+    )
+    from .pipeline import load_structures
+
+    texts = load_structures(raw_dir / cfg["structures"], short.mp_id.tolist()).set_index("mp_id")["cif"]
+    mats, skipped = prepare_materials(texts.to_dict(), cfg)
+    cache = SiteCache(Path(out) / "cache")
+    from .shards import shard_keys
+
+    have = shard_keys(out)
+    n_sites = meta.set_index("mp_id")["n_sites"]
+    lab = meta.set_index("mp_id")["label"]
+    pool: dict[str, list[tuple[float, Material]]] = {c: [] for c in CLASSES}
+    est: dict[str, float] = {}
+    for m in mats:
+        if not m.jobs:
+            continue
+        left = []
+        for j in m.jobs:
+            key = site_key(m, j, cfg)
+            hit = None if key in have else cache.get(key)
+            if key in have or (hit is not None and hit.get("ok")):
+                continue
+            if hit is not None:  # a recorded failure: the material cannot be completed
+                left = None
+                break
+            left.append(j)
+        if left is None:
+            continue
+        est[m.mp_id] = len(left) * (c0 + c1 * float(n_sites[m.mp_id]))
+        pool[lab[m.mp_id]].append((est[m.mp_id], m))
+    for c in CLASSES:
+        pool[c].sort(key=lambda t: t[0])
+    chosen: list[Material] = []
+    counts = dict(counts_before)
+    covered: set[str] = set()
+    spent = 0.0
+    budget_s = None if budget_cpu_hours is None else budget_cpu_hours * 3600.0
+    while len(chosen) < target and (pool["topological"] or pool["trivial"]):
+        # the class that is behind (fraction topological kept near 50 %)
+        c = min((c for c in CLASSES if pool[c]), key=lambda c: counts[c])
+        best_i = min(
+            range(min(len(pool[c]), 200)),
+            key=lambda i: (
+                pool[c][i][0] / (1.0 + 0.5 * len({j.element for j in pool[c][i][1].jobs} - covered))
+            ),
+        )
+        cost, m = pool[c].pop(best_i)
+        if budget_s is not None and spent + cost > budget_s:
+            if not chosen:
+                chosen.append(m)
+                spent += cost
+            break
+        chosen.append(m)
+        spent += cost
+        counts[c] += 1
+        covered |= {j.element for j in m.jobs}
+    # cheapest first inside the plan so whole materials complete early
+    chosen.sort(key=lambda m: est[m.mp_id])
+    return Plan(
+        chosen,
+        {m.mp_id: str(lab[m.mp_id]) for m in chosen},
+        {m.mp_id: est[m.mp_id] for m in chosen},
+        counts_before,
+        skipped,
+    )
