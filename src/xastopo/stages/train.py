@@ -196,7 +196,10 @@ def main() -> None:
                     clf = HistGradientBoostingClassifier(
                         max_iter=int(cfg["max_iter"]), learning_rate=float(cfg["learning_rate"]),
                         max_leaf_nodes=int(cfg["max_leaf_nodes"]), class_weight="balanced", random_state=seed)
-                    clf.fit(baselines.composition_features(train_df["formula"].tolist()), train_df["y"])
+                    from threadpoolctl import threadpool_limits
+
+                    with threadpool_limits(limits=int(cfg["threads"])):
+                        clf.fit(baselines.composition_features(train_df["formula"].tolist()), train_df["y"])
                     fmap = all_df.set_index("mp_id")["formula"]
                     probs, n_missing = {}, {}
                     for s in ("val", "test"):

@@ -26,9 +26,8 @@ def setup(params: dict) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
         art = Path(str(params["mlflow"]["artifact_dir"])).resolve().as_uri()
-        return mlflow.create_experiment(name, artifact_location=art)
-    mlflow.set_experiment(name)
-    return exp.experiment_id
+        mlflow.create_experiment(name, artifact_location=art)
+    return mlflow.set_experiment(name).experiment_id
 
 
 def git_commit() -> str:
