@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from xastopo.devices import gpu_visible
+from xastopo.devices import gpu_visible, preload_cuda_libraries
 
 
 def throughput(sess: ort.InferenceSession, feeds: dict, seconds: float) -> float:
@@ -40,6 +40,8 @@ def main() -> None:
     available = ort.get_available_providers()
     providers = [p for p in ("CPUExecutionProvider", "CUDAExecutionProvider") if p in available
                  and (p != "CUDAExecutionProvider" or gpu_visible())]
+    if "CUDAExecutionProvider" in providers:
+        preload_cuda_libraries()
     rows = []
     for bs in args.batch_sizes:
         reps = int(np.ceil(bs / len(base["z"])))

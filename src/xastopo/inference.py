@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from xastopo.data.validation import SpectrumError
-from xastopo.devices import gpu_visible
+from xastopo.devices import gpu_visible, preload_cuda_libraries
 from xastopo.preprocessing.batching import pad_materials
 from xastopo.preprocessing.preprocessor import Preprocessor, Site
 from xastopo.schema import MaterialIn, Prediction
@@ -44,6 +44,7 @@ def session_providers(prefer_gpu: bool = True) -> list[str]:
     import onnxruntime as ort
 
     if prefer_gpu and gpu_visible() and "CUDAExecutionProvider" in ort.get_available_providers():
+        preload_cuda_libraries()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -113,10 +114,10 @@ class Predictor:
 
     def model_inputs(self, x: np.ndarray, z: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         """Padded arrays → the exported graph's inputs (NN: as is; SVMs: their feature vectors)."""
-        from xastopo.models.baselines import concat_features, type_features
-
         if self.kind in ("nn", "nn_type_only"):
             return {"spectra": x, "z": z, "mask": mask}
+        from xastopo.models.baselines import concat_features, type_features
+
         if self.kind == "svm":
             return {"features": concat_features(x, z, mask, list(self.metadata["element_z"]))}
         if self.kind == "svm_type":
