@@ -159,7 +159,7 @@ class Predictor:
     def describe(self) -> dict:
         """Model card for the service's metadata API."""
         keys = ("model_name", "model_version", "model_kind", "mlflow_run_id", "dataset_hash", "threshold",
-                "test_metrics", "preprocessor_sha256", "onnx_sha256", "exported_at")
+                "test_metrics", "preprocessor_sha256", "onnx_sha256")
         out = {k: self.metadata.get(k) for k in keys}
         out["preprocessing"] = self.preprocessor.to_dict()
         out["execution_provider"] = self.provider

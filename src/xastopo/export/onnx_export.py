@@ -7,7 +7,6 @@ skl2onnx on its feature vector (the Predictor builds that vector from the same p
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import joblib
@@ -33,7 +32,7 @@ def export_nn(model_pt: Path, out: Path, n_points: int) -> tuple[object, callabl
     batch, absorbers = torch.export.Dim("batch", min=1), torch.export.Dim("absorbers", min=1)
     dyn = {0: batch, 1: absorbers}
     torch.onnx.export(model, (x, z, m), str(out), input_names=["spectra", "z", "mask"],
-                      output_names=["probability"], dynamo=True, verbose=False,
+                      output_names=["probability"], dynamo=True, verbose=False, external_data=False,
                       dynamic_shapes={"spectra": dyn, "z": dyn, "mask": dyn})
 
     @torch.no_grad()
@@ -93,7 +92,7 @@ def build_metadata(champion: dict, pre_sha: str, onnx_sha: str, kind: str, prepr
         "model_kind": kind, "mlflow_run_id": champion["mlflow_run_id"], "dataset_hash": champion["dvc_data_hash"],
         "threshold": champion["threshold"], "test_metrics": champion["test"],
         "preprocessor_sha256": pre_sha, "onnx_sha256": onnx_sha, "preprocessing": preprocessing,
-        "element_z": element_z, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "element_z": element_z,  # no timestamp: the export is byte-for-byte reproducible
     }
 
 
@@ -105,7 +104,7 @@ def finalize(out_dir: Path, onnx_path: Path, champion: dict, pre_path: Path, kin
     pre = Preprocessor.load(pre_path)
     pre_sha = pre.save(out_dir / "preprocessor.json")
     meta = build_metadata(champion, pre_sha, "", kind, pre.to_dict(), element_z)
-    onnx_meta = {k: v for k, v in meta.items() if k not in ("onnx_sha256", "exported_at")}
+    onnx_meta = {k: v for k, v in meta.items() if k != "onnx_sha256"}
     set_metadata(onnx_path, onnx_meta)
     meta["onnx_sha256"] = sha256_file(onnx_path)
     (out_dir / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
