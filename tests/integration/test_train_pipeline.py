@@ -95,8 +95,8 @@ def test_mlflow_parent_child_runs_metrics_and_champion_alias(pipeline):
     assert len(history) == 3 and [h.step for h in history] == [1, 2, 3]
     champion = json.loads((repo / "models/champion.json").read_text())
     mv = client.get_model_version_by_alias("xastopo-classifier", "champion")
-    assert mv.version == champion["registered_version"]
+    assert str(mv.version) == champion["registered_version"]
     assert mv.run_id == champion["mlflow_run_id"] or mv.source.endswith(champion["model_uri"].split("/")[-1])
     meta = json.loads((repo / "models/export/metadata.json").read_text())
-    assert meta["mlflow_run_id"] == champion["mlflow_run_id"] and meta["model_version"] == mv.version
+    assert meta["mlflow_run_id"] == champion["mlflow_run_id"] and meta["model_version"] == str(mv.version)
 
