@@ -185,8 +185,7 @@ def main() -> None:
                         skops_trusted_types=["xastopo.models.baselines.PcaKMeans"],
                         signature=infer_signature({"spectra": a["X"][:2], "z": a["Z"][:2], "mask": a["mask"][:2]},
                                                   probs["val"][:2]))
-                    extra = {"n_components": {str(k): int(v[0].n_components_) for k, v in mdl.models.items()},
-                             "per_element_test_mean_macro_f1": None}
+                    extra = {"n_components": {str(k): int(v[0].n_components_) for k, v in mdl.models.items()}}
                 else:  # composition
                     from sklearn.ensemble import HistGradientBoostingClassifier
 

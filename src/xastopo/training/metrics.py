@@ -33,6 +33,9 @@ def evaluate(y: np.ndarray, prob: np.ndarray, threshold: float, z: np.ndarray | 
     out["confusion"] = confusion_matrix(y, pred, labels=[0, 1]).tolist()  # rows: true, cols: predicted
     if z is not None and mask is not None:
         out["per_element"] = per_element_f1(y, pred, z, mask)
+        # the paper's per-element view, averaged over elements (each element weighs the same)
+        out["per_element_mean_macro_f1"] = float(np.mean(
+            [(v["f1_trivial"] + v["f1_topological"]) / 2 for v in out["per_element"].values()]))
     return out
 
 
