@@ -20,8 +20,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from xastopo.local_server import BIN, LocalServer
+
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 RESULTS = ROOT / "benchmarks" / "results" / "serving_throughput.json"
 
 
@@ -78,47 +77,12 @@ def request_pool(args: argparse.Namespace) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------ server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, model_dir: Path, device: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if k not in ("XASTOPO_API_TOKEN",)}
-        env.update(XASTOPO_MODEL_DIR=str(model_dir.resolve()), XASTOPO_DEVICE=device,
-                   BENTOML_DO_NOT_TRACK="True", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-        self.log = log
-        self._fh = log.open("wb")
-        self.proc = subprocess.Popen([str(BIN / "bentoml"), "serve", "serving.service:XasTopo", "--host", "127.0.0.1",
-                                      "--port", str(self.port)], cwd=ROOT, env=env, stdout=self._fh,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"server not ready after {timeout:.0f} s: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._fh.close()
+def start_server(model_dir: Path, device: str, log: Path) -> LocalServer:
+    """The service for one execution provider (auto: CUDA when a GPU is visible; cpu)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XASTOPO_API_TOKEN",)}
+    env.update(XASTOPO_MODEL_DIR=str(model_dir.resolve()), XASTOPO_DEVICE=device,
+               BENTOML_DO_NOT_TRACK="True", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    return LocalServer("serving.service:XasTopo", env, ROOT, log)
 
 
 # -------------------------------------------------------------------------------------- load
@@ -190,7 +154,7 @@ def direct_onnx(model_dir: Path, pool: list[dict], prefer_gpu: bool, batch: int,
 
 def run_provider(name: str, device: str, args: argparse.Namespace, pool: list[dict], logdir: Path) -> dict:
     t_start = time.monotonic()
-    srv = Server(args.model_dir, device, logdir / f"serve_{name}.log")
+    srv = start_server(args.model_dir, device, logdir / f"serve_{name}.log")
     try:
         srv.wait_ready()
         startup = time.monotonic() - t_start

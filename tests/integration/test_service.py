@@ -15,10 +15,7 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,8 +26,10 @@ import pytest
 import requests
 import yaml
 
+from xastopo.local_server import BIN, free_port
+from xastopo.local_server import LocalServer as Server
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 TOKEN = "test-token-3f9c"
 BODY_LIMIT = 2_000_000
 ATOL = 1e-6
@@ -39,54 +38,11 @@ pytestmark = pytest.mark.slow
 
 
 # ------------------------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def base_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("XASTOPO_")}
     env.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="True", PYTHONUNBUFFERED="1",
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     return env
-
-
-class Server:
-    def __init__(self, target: str, env: dict[str, str], cwd: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._fh = log.open("wb")
-        self.proc = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=cwd, env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"server not ready after {timeout} s:\n{self.tail()}")
-
-    def tail(self, n: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-n:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._fh.close()
 
 
 def auth(token: str | None = TOKEN) -> dict[str, str]:
