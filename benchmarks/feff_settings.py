@@ -131,13 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-params", default=None, help="write the chosen scf/fms into this params.yaml")
     args = ap.parse_args(argv)
     if args.choose_only:
-        report = json.loads(Path(args.out).read_text())
-        report["chosen"] = choose(report)
-        atomic_write_json(args.out, report)
-        print_table(report)
-        if args.write_params:
-            write_params(Path(args.write_params), report["chosen"]["settings"])
-        return 0
+        return finish(json.loads(Path(args.out).read_text()), args)
     sites = pick_sites(args.n_sites, args.seed, args.max_atoms)
     cache = SiteCache(args.cache)
     report = {
@@ -202,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             "failures": fails,
         }
         atomic_write_json(args.out, report)  # partial results after each choice
+    return finish(report, args)
+
+
+def finish(report: dict, args: argparse.Namespace) -> int:
+    """Choose the setting, save the report, print the table and optionally write params.yaml."""
     report["chosen"] = choose(report)
     atomic_write_json(args.out, report)
     print_table(report)
