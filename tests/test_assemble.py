@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -299,3 +300,54 @@ def test_inconsistent_label3_moves_material_out_of_labeled(validated_slice, asse
     assert mp not in set(lab["mp_id"]) and mp in set(unl["mp_id"])
     assert rep["labels_dropped"]["label3_inconsistent"] == 1
     assert lab["mp_id"].nunique() == labeled["mp_id"].nunique() - 1
+
+
+# ------------------------------------------------------- simulated materials (committed shards)
+
+@pytest.fixture(scope="module")
+def simulated_rows(shared_data):
+    """Validated FEFF10 site rows of the committed shards, with the elements each material needs."""
+    from xastopo.config import load_params
+    from xastopo.data.ingest import simulated_sites, validate_sites
+    from xastopo.simulate.inputs import computable_elements
+
+    repo = Path(__file__).resolve().parents[1]
+    sim = simulated_sites(repo / "data" / "simulated")
+    if sim is None:
+        pytest.skip("no committed simulated shards")
+    valid, _ = validate_sites(sim, min_points=20, flat_run_tol=0.0)
+    cfg = load_params(repo / "params.yaml")["simulate"]
+    meta = pd.read_parquet(shared_data / cfg["structures"], columns=["mp_id", "formula_sum"])
+    meta = meta[meta["mp_id"].isin(set(valid["mp_id"]))]
+    need = {m: computable_elements(f, cfg) for m, f in zip(meta["mp_id"], meta["formula_sum"], strict=True)}
+    return valid, need
+
+
+def test_incomplete_simulated_material_dropped(simulated_rows, labels, assemble_kwargs):
+    valid, need = simulated_rows
+    kw = assemble_kwargs(simulated_sources=["feff10_sim"], simulated_required_elements=need)
+    full, _, _, rep = assemble(valid, labels, {}, **kw)
+    kept = full.groupby("mp_id")["absorbing_element"].agg(set)
+    assert len(kept) >= 100
+    assert all(need[m] <= els for m, els in kept.items())  # every kept material has all its edges
+    multi = [m for m, els in kept.items() if len(els) >= 2][:3]
+    assert len(multi) == 3
+    # remove one element's sites from one material and one site from another: both go, the rest stay
+    a, b = multi[0], multi[1]
+    el_a = sorted(kept[a])[0]
+    rows_b = valid.index[valid["mp_id"] == b]
+    cut = valid.drop(index=valid.index[(valid["mp_id"] == a) & (valid["absorbing_element"] == el_a)])
+    many_b = valid.loc[rows_b].groupby("absorbing_element").size()
+    if (many_b > 1).any():  # a missing unique site also counts
+        el_b = many_b[many_b > 1].index[0]
+        cut = cut.drop(index=valid.index[(valid["mp_id"] == b) & (valid["absorbing_element"] == el_b)][:1])
+    else:
+        cut = cut.drop(index=rows_b[:1])
+    part, _, _, rep2 = assemble(cut, labels, {}, **kw)
+    assert set(part["mp_id"]) == set(full["mp_id"]) - {a, b}
+    n0 = rep["records"]["simulated_materials_incomplete_dropped"]
+    assert rep2["records"]["simulated_materials_incomplete_dropped"] == n0 + 2
+    assert rep2["materials"]["labeled_by_origin"] == {"simulated_only": len(kept) - 2}
+    # without the rule (no required elements given) the incomplete materials would train
+    loose, _, _, _ = assemble(cut, labels, {}, **assemble_kwargs())
+    assert {a, b} <= set(loose["mp_id"])

@@ -115,3 +115,19 @@ def test_split_table_counts(labeled_records):
     per_group = labeled_records.groupby(["absorbing_element", "label3"])["mp_id"].nunique()
     for r in t.itertuples(index=False):
         assert r.total == r.train + r.val + r.test == per_group[(r.absorbing_element, r.label3)]
+
+
+def test_train_only_sources_always_train_and_leave_the_rest_unchanged(labeled_records):
+    """Simulated-only materials train; the shipped materials' split is the one without them."""
+    shipped = labeled_records[["mp_id", "absorbing_element", "label3", "sources"]]
+    sim = synthetic_records(120, seed=9)
+    sim = sim.assign(mp_id="sim-" + sim["mp_id"], sources=[["feff10_sim"]] * len(sim))
+    both = pd.concat([shipped, sim], ignore_index=True)
+    alone = split_materials(shipped, FRACTIONS, seed=14).set_index("mp_id")["split"]
+    mixed = split_materials(both, FRACTIONS, seed=14, train_only_sources=["feff10_sim"]).set_index("mp_id")["split"]
+    assert set(mixed.index) == set(both["mp_id"])
+    assert (mixed[sim["mp_id"].unique()] == "train").all()
+    pd.testing.assert_series_equal(mixed[alone.index], alone)
+    # without the rule the simulated materials take part and the shipped split changes
+    plain = split_materials(both, FRACTIONS, seed=14).set_index("mp_id")["split"]
+    assert (plain[sim["mp_id"].unique()] != "train").any()

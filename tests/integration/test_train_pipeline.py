@@ -100,3 +100,40 @@ def test_mlflow_parent_child_runs_metrics_and_champion_alias(pipeline):
     meta = json.loads((repo / "models/export/metadata.json").read_text())
     assert meta["mlflow_run_id"] == champion["mlflow_run_id"] and meta["model_version"] == str(mv.version)
 
+
+
+def test_training_with_simulated_materials_keeps_the_test_materials(pipeline, tmp_path):
+    """Adding feff10_sim to the training sources (a copy of the run, `dvc repro` there): only the
+    simulated materials join, all in train; validation and test are the same materials, so
+    `xastopo compare` can set the two NNs side by side. Runs last: it adds runs to the MLflow store."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    repo, _, _ = pipeline
+    other = tmp_path / "with_sim"
+    shutil.copytree(repo, other, symlinks=True)
+    params = yaml.safe_load((other / "params.yaml").read_text())
+    params["assemble"]["train_sources"] = [*params["assemble"]["train_sources"], "feff10_sim"]
+    (other / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(other, "repro")
+    assert {"assemble", "split", "featurize", "train"} <= ran(out) and "ingest" not in ran(out), out
+    a = pd.read_csv(repo / "data/interim/split.csv").set_index("mp_id")["split"]
+    b = pd.read_csv(other / "data/interim/split.csv").set_index("mp_id")["split"]
+    new = b.index.difference(a.index)
+    assert len(new) >= 100 and (b[new] == "train").all()
+    pd.testing.assert_series_equal(b[a.index], a)  # the shipped materials keep their split
+    rep = json.loads((other / "reports/assemble_quality.json").read_text())
+    assert rep["materials"]["labeled_by_origin"]["simulated_only"] == len(new)
+    feat_a = json.loads((repo / "reports/featurize.json").read_text())["splits"]
+    feat_b = json.loads((other / "reports/featurize.json").read_text())["splits"]
+    assert feat_b["test"] == feat_a["test"] and feat_b["train"]["materials"] > feat_a["train"]["materials"]
+    cmp = subprocess.run([str(Path(sys.executable).parent / "xastopo"), "compare", str(repo), str(other),
+                          "--n-boot", "200", "--out", str(tmp_path / "cmp.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert cmp.returncode == 0, cmp.stderr
+    res = json.loads((tmp_path / "cmp.json").read_text())
+    assert res["n_materials"] == feat_a["test"]["materials"]
+    assert res["n_train"]["b"] - res["n_train"]["a"] == feat_b["train"]["materials"] - feat_a["train"]["materials"]

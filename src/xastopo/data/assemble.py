@@ -44,8 +44,14 @@ def assemble(
     source_priority: list[str],
     post_edge_ev: float,
     flat_run_tol: float = 0.0,
+    simulated_sources: list[str] | None = None,
+    simulated_required_elements: dict[str, set[str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
-    """Return (labeled records, unlabeled records, experimental rows, report)."""
+    """Return (labeled records, unlabeled records, experimental rows, report).
+
+    Materials made only of ``simulated_sources`` records must have every element in
+    ``simulated_required_elements[mp_id]`` with all its unique sites, or they are dropped.
+    """
     report: dict = {}
     drop: Counter = Counter()
     experimental = sites[sites["source"].isin(EXPERIMENTAL_SOURCES)].reset_index(drop=True)
@@ -134,6 +140,10 @@ def assemble(
         })
     rec = pd.DataFrame(records, columns=RECORD_COLUMNS)
     drop["symmetry_equivalent_duplicate_site"] = n_symmetry_duplicates
+    n_incomplete = 0
+    if simulated_sources:
+        rec, incomplete = drop_incomplete_simulated(rec, simulated_required_elements or {}, simulated_sources)
+        n_incomplete = len(incomplete)
 
     lab, label_drops = usable_labels(labels)
     merged = rec.merge(lab, on="mp_id", how="left")
@@ -150,12 +160,16 @@ def assemble(
         "element_records": int(len(rec)),
         "by_weighting": dict(sorted(weighting_counts.items())),
         "partial_sites_records": int(n_partial),
+        "simulated_materials_incomplete_dropped": int(n_incomplete),
         "partial_sites_note": "records whose structure has more symmetry-unique sites of the element than "
         "spectra present; the present sites are weighted by multiplicity and the rest are missing",
     }
     report["materials"] = {
         "labeled": int(labeled["mp_id"].nunique()),
         "labeled_records": int(len(labeled)),
+        "labeled_by_origin": {k: int(v) for k, v in labeled.groupby("mp_id")["sources"].agg(
+            lambda x: "simulated_only" if simulated_sources and set().union(*map(set, x)) <= set(simulated_sources)
+            else "shipped").value_counts().sort_index().items()} if len(labeled) else {},
         "unlabeled_for_screening": int(unlabeled["mp_id"].nunique()),
         "unlabeled_by_status": {k: int(v) for k, v in
                                 unlabeled.drop_duplicates("mp_id")["label_status"].value_counts().items()},
@@ -165,3 +179,23 @@ def assemble(
                                            labeled.groupby("mp_id").size().value_counts().sort_index().items()},
     }
     return labeled, unlabeled, experimental, report
+
+
+def drop_incomplete_simulated(
+    records: pd.DataFrame, required: dict[str, set[str]], simulated_sources: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Drop materials made only of simulated records that miss an element or a unique site.
+
+    The model sums over a material's absorbers, so a material with one edge missing is a different
+    input, not a smaller one. ``required``: mp_id → elements FEFF is run for (from the formula).
+    Shipped materials are left alone (most have one edge; that is the data as published).
+    """
+    sim = records["sources"].map(lambda s: set(s) <= set(simulated_sources))
+    only_sim = sim.groupby(records["mp_id"]).transform("all")
+    dropped = []
+    for mp, g in records[only_sim].groupby("mp_id"):
+        need = required.get(mp)
+        whole = (g["n_classes_total"] > 0) & (g["n_classes_present"] >= g["n_classes_total"])
+        if need is None or not need <= set(g["absorbing_element"]) or not whole.all():
+            dropped.append(mp)
+    return records[~records["mp_id"].isin(dropped)].reset_index(drop=True), sorted(dropped)

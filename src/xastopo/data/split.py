@@ -23,10 +23,26 @@ def targets(n: int, fractions: tuple[float, float, float]) -> np.ndarray:
     return np.array([n - val - test, val, test])
 
 
-def split_materials(records: pd.DataFrame, fractions: tuple[float, float, float], seed: int) -> pd.DataFrame:
-    """``records``: one row per (mp_id, absorbing_element) with ``label3``. Returns mp_id → split."""
+def split_materials(
+    records: pd.DataFrame,
+    fractions: tuple[float, float, float],
+    seed: int,
+    train_only_sources: list[str] | None = None,
+) -> pd.DataFrame:
+    """``records``: one row per (mp_id, absorbing_element) with ``label3`` (and ``sources`` when
+    ``train_only_sources`` is given). Returns mp_id → split.
+
+    Materials whose every record comes only from ``train_only_sources`` go to train and take no part
+    in the balancing, so the other materials are split exactly as if they were absent.
+    """
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise ValueError(f"split fractions must sum to 1, got {fractions}")
+    train_only: list[str] = []
+    if train_only_sources:
+        only = records["sources"].map(lambda s: set(s) <= set(train_only_sources))
+        mask = only.groupby(records["mp_id"]).transform("all")
+        train_only = sorted(records.loc[mask, "mp_id"].unique())
+        records = records[~mask]
     rng = np.random.default_rng(seed)
     mat_label = records.drop_duplicates("mp_id").set_index("mp_id")["label3"]
     placed: dict[str, str] = {}
@@ -48,6 +64,8 @@ def split_materials(records: pd.DataFrame, fractions: tuple[float, float, float]
                     placed[m] = SPLITS[k]
             for m in free:  # targets already met through rarer elements: the rest trains
                 placed[m] = "train"
+    for m in train_only:
+        placed[m] = "train"
     out = pd.DataFrame({"mp_id": list(placed), "split": list(placed.values())})
     return out.sort_values("mp_id").reset_index(drop=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -63,6 +64,19 @@ def element_skip_reason(symbol: str, cfg: dict[str, Any]) -> str | None:
     if edge is None:
         return f"no tabulated {cfg.get('edge', 'K')} edge in xraydb"
     return None
+
+
+_ELEMENT = re.compile(r"([A-Z][a-z]?)")
+
+
+def formula_elements(formula_sum: str) -> set[str]:
+    """Element symbols of a formula such as 'Cu2 O1'."""
+    return set(_ELEMENT.findall(formula_sum or ""))
+
+
+def computable_elements(formula_sum: str, cfg: dict[str, Any]) -> set[str]:
+    """The elements of a formula whose K edge is simulated: what a complete material must have."""
+    return {e for e in formula_elements(formula_sum) if element_skip_reason(e, cfg) is None}
 
 
 def unique_sites(

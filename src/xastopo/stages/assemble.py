@@ -12,6 +12,24 @@ from xastopo.data.ingest import EXPERIMENTAL_SOURCES
 from xastopo.data.structures import equivalence_table
 from xastopo.stages.common import run_stage, write_json
 
+SIMULATED = ["feff10_sim"]
+
+
+def required_elements(params: dict, sites: pd.DataFrame) -> dict[str, set[str]]:
+    """mp_id → elements FEFF is run for, from the formulas in the simulation's structures file
+    (only for materials with simulated sites that may train; nothing is read when there are none)."""
+    train = set(params["assemble"]["train_sources"])
+    sim = sites.loc[sites["source"].isin(set(SIMULATED) & train), "mp_id"].unique()
+    if len(sim) == 0:
+        return {}
+    from xastopo.simulate.inputs import computable_elements
+
+    cfg = params["simulate"]
+    path = Path(str(get(params, "data.raw_dir"))) / str(cfg["structures"])
+    meta = pd.read_parquet(path, columns=["mp_id", "formula_sum"])
+    meta = meta[meta["mp_id"].isin(set(sim))]
+    return {mp: computable_elements(f, cfg) for mp, f in zip(meta["mp_id"], meta["formula_sum"], strict=True)}
+
 
 def main() -> None:
     params = load_params()
@@ -29,6 +47,8 @@ def main() -> None:
         source_priority=list(a["source_priority"]),
         post_edge_ev=float(get(params, "featurize.post_edge_ev")),
         flat_run_tol=float(get(params, "ingest.flat_run_tol")),
+        simulated_sources=SIMULATED,
+        simulated_required_elements=required_elements(params, sites),
     )
     report["structures_used_for_multiplicity"] = len(eq)
     out = Path("data/interim")
