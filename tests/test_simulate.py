@@ -82,6 +82,23 @@ def test_unique_sites_multiplicity_and_skips():
     assert sum(j.multiplicity for j in jobs) == sum(1 for x in s if x.specie.symbol == "Na")
 
 
+def test_planner_balances_classes_and_honours_preferred_elements(tmp_path):
+    """Real labels and structures, an empty output folder: whole materials, half topological, and a
+    preference for the elements of the shipped spectra moves materials with them into the plan."""
+    from xastopo.simulate.planner import plan
+
+    cfg, raw = load_params(write_params(tmp_path))
+    cfg = {**cfg, "out_dir": str(tmp_path / "out")}
+    base = plan({**cfg, "prefer_elements": [], "prefer_weight": 0.0}, raw, tmp_path / "out", n_materials=20)
+    pref = plan({**cfg, "prefer_elements": ["Cu"], "prefer_weight": 5.0}, raw, tmp_path / "out", n_materials=20)
+    for p in (base, pref):
+        assert len(p.materials) == 20 and list(p.labels.values()).count("topological") == 10
+        assert all(m.jobs for m in p.materials) and p.counts_before == {"topological": 0, "trivial": 0}
+    has_cu = [sum("Cu" in {j.element for j in m.jobs} for m in p.materials) for p in (base, pref)]
+    assert has_cu[1] > has_cu[0] and has_cu[1] >= 5, has_cu
+    assert base.total_seconds < pref.total_seconds  # the preference costs CPU time
+
+
 def test_cli_help_and_bad_input(tmp_path):
     r = cli("--help")
     assert r.returncode == 0 and "--materials" in r.stdout

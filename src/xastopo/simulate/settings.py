@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "workers": 0,
     "scheduler": None,
     "site_timeout_s": 1800,
+    "prefer_elements": [],
+    "prefer_weight": 0.0,
     "flush_every": 25,
     "malloc_env": {
         "MALLOC_ARENA_MAX": "1",
