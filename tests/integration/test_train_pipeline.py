@@ -129,7 +129,9 @@ def test_training_with_simulated_materials_keeps_the_test_materials(pipeline, tm
     assert rep["materials"]["labeled_by_origin"]["simulated_only"] == len(new)
     feat_a = json.loads((repo / "reports/featurize.json").read_text())["splits"]
     feat_b = json.loads((other / "reports/featurize.json").read_text())["splits"]
-    assert feat_b["test"] == feat_a["test"] and feat_b["train"]["materials"] > feat_a["train"]["materials"]
+    for k in ("materials", "topological"):
+        assert feat_b["test"][k] == feat_a["test"][k] and feat_b["val"][k] == feat_a["val"][k]
+    assert feat_b["train"]["materials"] > feat_a["train"]["materials"]
     cmp = subprocess.run([str(Path(sys.executable).parent / "xastopo"), "compare", str(repo), str(other),
                           "--n-boot", "200", "--out", str(tmp_path / "cmp.json")],
                          capture_output=True, text=True, timeout=300)
