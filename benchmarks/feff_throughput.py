@@ -26,7 +26,7 @@ import pandas as pd
 from xastopo.simulate.cache import atomic_write_json
 from xastopo.simulate.cluster import dask_client, machine_cores
 from xastopo.simulate.pipeline import load_structures, prepare_materials, run_batch
-from xastopo.simulate.planner import CLASSES, completed_materials, cost_model, plan
+from xastopo.simulate.planner import CLASSES, complete_in, completed_materials, cost_model, plan
 from xastopo.simulate.runner import method_string
 from xastopo.simulate.settings import load_params, physics
 from xastopo.simulate.shards import read_shards
@@ -35,20 +35,30 @@ ROOT = Path(__file__).resolve().parent
 
 
 def measure_folder(out: Path, cfg: dict, meta: pd.DataFrame) -> dict:
-    runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("run-*.json"))]
-    wall = sum(r.get("wall_seconds", 0.0) for r in runs)
-    computed = sum(r.get("computed", 0) + r.get("failed", 0) for r in runs)
+    """Totals of the folder, and per finished run (``runs/*.json``) its sites/hour and the whole
+    materials it finished itself (every site of them in the shards that run wrote)."""
+    cols = ["mp_id", "absorbing_element", "n_equivalent_classes_element", "seconds"]
     df = read_shards(out, columns=["mp_id", "seconds"])
-    done = completed_materials(out, cfg, meta)
+    per_run = []
+    for p in sorted((out / "runs").glob("run-*.json")):
+        r = json.loads(p.read_text())
+        files = [out / "shards" / f for f in r.get("shards", []) if (out / "shards" / f).is_file()]
+        rows = pd.concat([pd.read_parquet(f, columns=cols) for f in files]) if files else pd.DataFrame(columns=cols)
+        wall_h = r.get("wall_seconds", 0.0) / 3600
+        sites = r.get("computed", 0) + r.get("failed", 0)
+        mats = len(complete_in(rows, cfg, meta))
+        per_run.append({
+            "run": p.name, "scheduler": r.get("scheduler"), "wall_hours": wall_h, "sites_run": sites,
+            "failed": r.get("failed", 0), "whole_materials_finished": mats,
+            "median_seconds_per_site": float(rows.seconds.median()) if len(rows) else None,
+            "sites_per_hour": sites / wall_h if wall_h else None,
+            "materials_per_hour": mats / wall_h if wall_h else None,
+        })
     return {
-        "runs": len(runs),
-        "wall_hours": wall / 3600,
-        "sites_run": computed,
         "sites_in_shards": len(df),
-        "complete_materials": len(done),
+        "complete_materials": len(completed_materials(out, cfg, meta)),
         "median_seconds_per_site": float(df.seconds.median()) if len(df) else None,
-        "sites_per_hour": computed / (wall / 3600) if wall else None,
-        "materials_per_hour": len(done) / (wall / 3600) if wall else None,
+        "runs": per_run,
     }
 
 

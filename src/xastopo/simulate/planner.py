@@ -49,6 +49,11 @@ class Plan:
 def completed_materials(out: str | Path, cfg: dict[str, Any], meta: pd.DataFrame) -> set[str]:
     """Materials whose every computable element has all its unique sites in the shards."""
     df = read_shards(out, columns=["mp_id", "absorbing_element", "n_equivalent_classes_element"])
+    return complete_in(df, cfg, meta)
+
+
+def complete_in(df: pd.DataFrame, cfg: dict[str, Any], meta: pd.DataFrame) -> set[str]:
+    """Materials whose every computable element has all its unique sites among the rows ``df``."""
     if df.empty:
         return set()
     got = df.groupby(["mp_id", "absorbing_element"]).agg(
