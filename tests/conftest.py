@@ -14,7 +14,7 @@ SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 # The pipeline defaults of params.yaml, repeated here so a test states what it runs with.
 EXCLUDE = ["He", "Ne", "Ar", "Kr", "Xe", "Pa"]
 TRAIN_SOURCES = ["omnixas_feff_raw", "omnixas_feff_processed", "veidt_mp", "feff10_sim"]
-SOURCE_PRIORITY = ["omnixas_feff_raw", "feff10_sim", "veidt_mp", "omnixas_feff_processed"]
+SOURCE_PRIORITY = ["omnixas_feff_raw", "veidt_mp", "omnixas_feff_processed", "feff10_sim"]
 
 
 def _assemble_kwargs(**over) -> dict:

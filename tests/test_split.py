@@ -122,7 +122,9 @@ def test_train_only_sources_always_train_and_leave_the_rest_unchanged(labeled_re
     shipped = labeled_records[["mp_id", "absorbing_element", "label3", "sources"]]
     sim = synthetic_records(120, seed=9)
     sim = sim.assign(mp_id="sim-" + sim["mp_id"], sources=[["feff10_sim"]] * len(sim))
-    both = pd.concat([shipped, sim], ignore_index=True)
+    # shipped materials that also got a simulated edge of another element keep their place
+    extra = shipped.drop_duplicates("mp_id").head(30).assign(absorbing_element="O", sources=[["feff10_sim"]] * 30)
+    both = pd.concat([shipped, sim, extra], ignore_index=True)
     alone = split_materials(shipped, FRACTIONS, seed=14).set_index("mp_id")["split"]
     mixed = split_materials(both, FRACTIONS, seed=14, train_only_sources=["feff10_sim"]).set_index("mp_id")["split"]
     assert set(mixed.index) == set(both["mp_id"])

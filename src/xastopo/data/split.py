@@ -32,17 +32,17 @@ def split_materials(
     """``records``: one row per (mp_id, absorbing_element) with ``label3`` (and ``sources`` when
     ``train_only_sources`` is given). Returns mp_id → split.
 
-    Materials whose every record comes only from ``train_only_sources`` go to train and take no part
-    in the balancing, so the other materials are split exactly as if they were absent.
+    Records made only of ``train_only_sources`` spectra take no part in the balancing: materials
+    with nothing else go to train, and a material that also has other records is placed by those
+    (its extra absorbers follow it), so the other materials are split exactly as without them.
     """
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise ValueError(f"split fractions must sum to 1, got {fractions}")
     train_only: list[str] = []
     if train_only_sources:
         only = records["sources"].map(lambda s: set(s) <= set(train_only_sources))
-        mask = only.groupby(records["mp_id"]).transform("all")
-        train_only = sorted(records.loc[mask, "mp_id"].unique())
-        records = records[~mask]
+        train_only = sorted(set(records.loc[only, "mp_id"]) - set(records.loc[~only, "mp_id"]))
+        records = records[~only]
     rng = np.random.default_rng(seed)
     mat_label = records.drop_duplicates("mp_id").set_index("mp_id")["label3"]
     placed: dict[str, str] = {}
