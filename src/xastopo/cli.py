@@ -133,7 +133,7 @@ def compare(
         fail(str(exc))
     if out is not None:
         out.write_text(json.dumps(res, indent=2) + "\n")
-    print(comparison_markdown(res, base.resolve().name, other.resolve().name), end="")
+    print(comparison_markdown(res, base.resolve().name, other.resolve().name, split), end="")
 
 
 def _register_optional() -> None:

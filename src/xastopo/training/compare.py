@@ -86,10 +86,10 @@ def paired_bootstrap(a: RunPredictions, b: RunPredictions, n_boot: int = 2000, s
     return out
 
 
-def comparison_markdown(res: dict, label_a: str, label_b: str) -> str:
+def comparison_markdown(res: dict, label_a: str, label_b: str, split: str = "test") -> str:
     n_tr = res["n_train"]
-    lines = [f"Same {res['n_materials']} test materials; difference {label_b} − {label_a} with a paired "
-             f"bootstrap 95 % interval ({res['n_boot']} resamples of the test materials).", "",
+    lines = [f"Same {res['n_materials']} {split} materials; difference {label_b} − {label_a} with a paired "
+             f"bootstrap 95 % interval ({res['n_boot']} resamples of the materials).", "",
              f"| score | {label_a} (train {n_tr['a']}) | {label_b} (train {n_tr['b']}) | difference | 95 % interval |",
              "|---|---|---|---|---|"]
     for k in SCORES:
