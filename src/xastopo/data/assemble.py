@@ -167,9 +167,9 @@ def assemble(
     report["materials"] = {
         "labeled": int(labeled["mp_id"].nunique()),
         "labeled_records": int(len(labeled)),
-        "labeled_by_origin": {k: int(v) for k, v in labeled.groupby("mp_id")["sources"].agg(
-            lambda x: "simulated_only" if simulated_sources and set().union(*map(set, x)) <= set(simulated_sources)
-            else "shipped").value_counts().sort_index().items()} if len(labeled) else {},
+        "labeled_by_origin": {k: int(v) for k, v in only_from(labeled["sources"], simulated_sources or [])
+                              .groupby(labeled["mp_id"]).all().map({True: "simulated_only", False: "shipped"})
+                              .value_counts().sort_index().items()},
         "unlabeled_for_screening": int(unlabeled["mp_id"].nunique()),
         "unlabeled_by_status": {k: int(v) for k, v in
                                 unlabeled.drop_duplicates("mp_id")["label_status"].value_counts().items()},
@@ -181,6 +181,11 @@ def assemble(
     return labeled, unlabeled, experimental, report
 
 
+def only_from(sources: pd.Series, allowed: list[str]) -> pd.Series:
+    """Per record: are all its spectra from ``allowed`` sources (e.g. only simulated)?"""
+    return sources.map(lambda s: set(s) <= set(allowed))
+
+
 def drop_incomplete_simulated(
     records: pd.DataFrame, required: dict[str, set[str]], simulated_sources: list[str]
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -190,8 +195,7 @@ def drop_incomplete_simulated(
     input, not a smaller one. ``required``: mp_id → elements FEFF is run for (from the formula).
     Shipped materials are left alone (most have one edge; that is the data as published).
     """
-    sim = records["sources"].map(lambda s: set(s) <= set(simulated_sources))
-    only_sim = sim.groupby(records["mp_id"]).transform("all")
+    only_sim = only_from(records["sources"], simulated_sources).groupby(records["mp_id"]).transform("all")
     dropped = []
     for mp, g in records[only_sim].groupby("mp_id"):
         need = required.get(mp)

@@ -60,12 +60,12 @@ def validate_sites(df: pd.DataFrame, min_points: int, flat_run_tol: float = 0.0)
 
 def simulated_sites(folder: str | Path) -> pd.DataFrame | None:
     """FEFF10 site spectra from the committed shards (``xastopo simulate``), None when there are none."""
-    from xastopo.simulate.shards import read_shards
+    from xastopo.simulate.shards import SOURCE, read_shards
 
     df = read_shards(folder)
     if df.empty:
         return None
-    df["spectrum_id"] = [f"feff10_sim/{e}/{m}/{int(s):03d}/{k[:8]}" for e, m, s, k in
+    df["spectrum_id"] = [f"{SOURCE}/{e}/{m}/{int(s):03d}/{k[:8]}" for e, m, s, k in
                          zip(df["absorbing_element"], df["mp_id"], df["site"], df["cache_key"], strict=True)]
     return df
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from xastopo.data.assemble import only_from
+
 SPLITS = ("train", "val", "test")
 
 
@@ -40,7 +42,7 @@ def split_materials(
         raise ValueError(f"split fractions must sum to 1, got {fractions}")
     train_only: list[str] = []
     if train_only_sources:
-        only = records["sources"].map(lambda s: set(s) <= set(train_only_sources))
+        only = only_from(records["sources"], train_only_sources)
         train_only = sorted(set(records.loc[only, "mp_id"]) - set(records.loc[~only, "mp_id"]))
         records = records[~only]
     rng = np.random.default_rng(seed)

@@ -10,9 +10,10 @@ from xastopo.config import get, load_params, raw_path
 from xastopo.data.assemble import assemble
 from xastopo.data.ingest import EXPERIMENTAL_SOURCES
 from xastopo.data.structures import equivalence_table
+from xastopo.simulate.shards import SOURCE as SIMULATED_SOURCE
 from xastopo.stages.common import run_stage, write_json
 
-SIMULATED = ["feff10_sim"]
+SIMULATED = [SIMULATED_SOURCE]
 
 
 def required_elements(params: dict, sites: pd.DataFrame) -> dict[str, set[str]]:
