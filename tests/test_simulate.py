@@ -50,6 +50,11 @@ def materials(ids, cfg):
     return mats
 
 
+def detached(*cmd: str) -> subprocess.Popen:
+    """A background process in its own session (so killpg reaches its children), output discarded."""
+    return subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def cli(*args, **kw):
     return subprocess.run(
         [sys.executable, "-m", "xastopo.cli_simulate", *args], capture_output=True, text=True, **kw
@@ -168,22 +173,8 @@ def test_killed_run_resumes(tmp_path):
     out = tmp_path / "out"
     cfg, _ = load_params(params)
     cache = SiteCache(out / "cache")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xastopo.cli_simulate",
-            "--materials",
-            NACL,
-            "--params",
-            str(params),
-            "--out",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = detached(sys.executable, "-m", "xastopo.cli_simulate", "--materials", NACL, "--params", str(params),
+                    "--out", str(out))
     try:
         t0 = time.time()
         while not cache.keys() and time.time() - t0 < 90:
@@ -216,24 +207,8 @@ def test_external_scheduler_gives_same_spectra(local_run, tmp_path):
 
     dask_bin = str(Path(sys.executable).parent / "dask")
     sched_file = tmp_path / "scheduler.json"
-    procs = [
-        subprocess.Popen(
-            [
-                dask_bin,
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                str(sched_file),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    ]
+    procs = [detached(dask_bin, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                      "--scheduler-file", str(sched_file))]
     try:
         t0 = time.time()
         while not sched_file.exists() and time.time() - t0 < 30:
@@ -241,25 +216,8 @@ def test_external_scheduler_gives_same_spectra(local_run, tmp_path):
         assert sched_file.exists()
         addr = json.loads(sched_file.read_text())["address"]
         assert addr.startswith("tcp://127.0.0.1:")
-        procs.append(
-            subprocess.Popen(
-                [
-                    dask_bin,
-                    "worker",
-                    addr,
-                    "--nthreads",
-                    "1",
-                    "--nworkers",
-                    "1",
-                    "--no-dashboard",
-                    "--host",
-                    "127.0.0.1",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        )
+        procs.append(detached(dask_bin, "worker", addr, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+                              "--host", "127.0.0.1"))
         cfg = {**DEFAULTS, **LOW}
         with Client(addr, timeout="30s") as client:
             client.wait_for_workers(1, timeout=60)
