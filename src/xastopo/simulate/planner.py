@@ -162,17 +162,14 @@ def plan(
     covered: set[str] = set()
     spent = 0.0
     budget_s = None if budget_cpu_hours is None else budget_cpu_hours * 3600.0
+    def rank(cost: float, m: Material, covered: set[str]) -> float:
+        els = {j.element for j in m.jobs}
+        return cost / (1.0 + 0.5 * len(els - covered)) / (1.0 + prefer_weight * bool(els & prefer))
+
     while len(chosen) < target and (pool["topological"] or pool["trivial"]):
         # the class that is behind (fraction topological kept near 50 %)
         c = min((c for c in CLASSES if pool[c]), key=lambda c: counts[c])
-        best_i = min(
-            range(min(len(pool[c]), 200)),
-            key=lambda i: (
-                pool[c][i][0]
-                / (1.0 + 0.5 * len({j.element for j in pool[c][i][1].jobs} - covered))
-                / (1.0 + prefer_weight * bool({j.element for j in pool[c][i][1].jobs} & prefer))
-            ),
-        )
+        best_i = min(range(min(len(pool[c]), 200)), key=lambda i: rank(*pool[c][i], covered))
         cost, m = pool[c].pop(best_i)
         if budget_s is not None and spent + cost > budget_s:
             if not chosen:
