@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score, roc_auc_score
+
+from xastopo.training.metrics import evaluate
 
 SCORES = ("topological_f1", "trivial_f1", "macro_f1", "auc")
 
@@ -50,11 +51,10 @@ def load_run(run_dir: str | Path, model: str, split: str = "test", name: str | N
 
 
 def scores(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
-    pred = (prob >= threshold).astype(int)
-    f = f1_score(y, pred, labels=[0, 1], average=None, zero_division=0)
-    auc = roc_auc_score(y, prob) if len(np.unique(y)) == 2 else float("nan")
-    return {"topological_f1": float(f[1]), "trivial_f1": float(f[0]), "macro_f1": float(f.mean()),
-            "auc": float(auc)}
+    """The headline scores, computed by the same evaluation as the train stage's metrics."""
+    ev = evaluate(y, prob, threshold)
+    return {"topological_f1": ev["topological"]["f1"], "trivial_f1": ev["trivial"]["f1"],
+            "macro_f1": ev["macro_f1"], "auc": ev["auc"]}
 
 
 def paired_bootstrap(a: RunPredictions, b: RunPredictions, n_boot: int = 2000, seed: int = 0) -> dict:
