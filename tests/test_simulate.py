@@ -104,6 +104,33 @@ def test_planner_balances_classes_and_honours_preferred_elements(tmp_path):
     assert base.total_seconds < pref.total_seconds  # the preference costs CPU time
 
 
+def test_planner_element_mode_plans_only_those_edges_first_element_first(tmp_path):
+    """--elements Cu,Ti on real labels and structures: only Cu/Ti sites (every unique one), Cu materials
+    first, classes balanced; sites already in the output's cache are not planned again."""
+    from xastopo.simulate.cache import SiteCache
+    from xastopo.simulate.inputs import formula_elements
+    from xastopo.simulate.pipeline import site_key
+    from xastopo.simulate.planner import plan
+
+    cfg, raw = load_params(write_params(tmp_path))
+    out = tmp_path / "out"
+    cfg = {**cfg, "out_dir": str(out)}
+    p = plan(cfg, raw, out, n_materials=12, elements=["Cu", "Ti"])
+    assert len(p.materials) == 12 and list(p.labels.values()).count("topological") == 6
+    for m in p.materials:
+        els = {j.element for j in m.jobs}
+        assert els == {"Cu"}, (m.mp_id, els)  # Cu first: 12 materials do not exhaust the Cu ones
+        n_classes = {j.n_classes for j in m.jobs}
+        assert len(n_classes) == 1 and len(m.jobs) == n_classes.pop()  # every unique Cu site
+        assert {"Cu", "Ti"} & formula_elements(m.structure.composition.formula)
+    # a material whose Cu sites are all computed (here: cached successes) is not planned again
+    first = p.materials[0]
+    for j in first.jobs:
+        SiteCache(out / "cache").put(site_key(first, j, cfg), {"ok": True, "row": {}})
+    again = plan(cfg, raw, out, n_materials=12, elements=["Cu", "Ti"])
+    assert first.mp_id not in {m.mp_id for m in again.materials} and len(again.materials) == 12
+
+
 def test_cli_help_and_bad_input(tmp_path):
     r = cli("--help")
     assert r.returncode == 0 and "--materials" in r.stdout

@@ -40,9 +40,17 @@ def load_structures(path: str | Path, mp_ids: Iterable[str] | None = None) -> pd
 
 
 def prepare_materials(
-    texts: dict[str, str], cfg: dict[str, Any], fmt: str = "cif"
+    texts: dict[str, str],
+    cfg: dict[str, Any],
+    fmt: str = "cif",
+    only_elements: Iterable[str] | None = None,
 ) -> tuple[list[Material], list[dict[str, str]]]:
-    """Parse structures and find their unique absorbing sites; problems become skipped records."""
+    """Parse structures and find their unique absorbing sites; problems become skipped records.
+
+    ``only_elements`` keeps the sites of those absorbing elements alone (every unique site of each):
+    the edges the model is tested on can be grown for many materials before their other edges.
+    """
+    keep = set(only_elements) if only_elements else None
     mats, skipped = [], []
     for mp_id, text in texts.items():
         try:
@@ -51,6 +59,9 @@ def prepare_materials(
         except Exception as exc:
             skipped.append({"mp_id": mp_id, "element": "*", "reason": f"structure not usable: {exc}"})
             continue
+        if keep is not None:
+            jobs = [j for j in jobs if j.element in keep]
+            sk = [r for r in sk if r["element"] in keep]
         m = Material(mp_id, s, structure_sha256(s), jobs, sk)
         skipped.extend(sk)
         mats.append(m)
@@ -119,6 +130,132 @@ def _log(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
 
 
+def _triage(
+    materials: list[Material], cfg: dict[str, Any], out: Path, retry_failed: bool
+) -> tuple[list[dict], list[dict], list[dict], list[dict], dict[str, int]]:
+    """Sort every site into: already in a shard, cached success (row), cached failure, or to compute.
+
+    Returns (cached rows, cached failures, skipped records, tasks, counts).
+    """
+    cache = SiteCache(out / "cache")
+    in_shards = shard_keys(out)
+    rows: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    tasks: list[dict[str, Any]] = []
+    n = {"in_shards": 0, "cached": 0, "cached_failed": 0}
+    for m in materials:
+        skipped.extend(m.skipped)
+        for job in m.jobs:
+            key = site_key(m, job, cfg)
+            if key in in_shards:
+                n["in_shards"] += 1
+                continue
+            hit = cache.get(key)
+            if hit is not None and hit.get("ok"):
+                rows.append(hit["row"])
+                n["cached"] += 1
+            elif hit is not None and not retry_failed:
+                failures.append(hit["failure"])
+                n["cached_failed"] += 1
+            else:
+                tasks.append(make_task(m, job, cfg, key))
+    return rows, failures, skipped, tasks, n
+
+
+def _new_summary(n_materials: int, n: dict[str, int], n_tasks: int) -> dict[str, Any]:
+    return {
+        "materials": n_materials,
+        "sites_total": n["in_shards"] + n["cached"] + n["cached_failed"] + n_tasks,
+        "sites_in_shards": n["in_shards"],
+        "sites_cached": n["cached"],
+        "sites_cached_failed": n["cached_failed"],
+        "sites_to_compute": n_tasks,
+        "computed": 0,
+        "failed": 0,
+        "retried_ok": 0,
+        "cancelled": 0,
+        "cpu_seconds": 0.0,
+        "shards": [],
+    }
+
+
+class _ShardWriter:
+    """Collects result rows and failures and writes them as one new shard every ``flush_every`` rows."""
+
+    def __init__(self, out: Path, rows: list, failures: list, skipped: list, flush_every: int, summary: dict):
+        self.out, self.rows, self.failures, self.skipped = out, rows, failures, skipped
+        self.flush_every, self.summary = flush_every, summary
+
+    def flush(self) -> None:
+        p = write_shard(self.out, self.rows, self.failures, self.skipped)
+        if p is not None:
+            self.summary["shards"].append(p.name)
+            _log(f"wrote {p} ({len(self.rows)} rows)")
+        self.rows, self.failures = [], []
+
+    def maybe_flush(self) -> None:
+        if len(self.rows) >= self.flush_every:
+            self.flush()
+
+
+def _record_result(res: dict, cfg: dict[str, Any], cache: SiteCache, writer: _ShardWriter, summary: dict) -> None:
+    """One finished site: success → cache + next shard; FEFF failure → cache + manifest; lost worker → manifest."""
+    summary["cpu_seconds"] += float(res.get("seconds", 0.0))
+    job = res["job"]
+    if res["ok"]:
+        row = result_to_row(res, cfg)
+        cache.put(res["key"], {"ok": True, "row": row})
+        writer.rows.append(row)
+        summary["computed"] += 1
+        summary["retried_ok"] += int(bool(res.get("retried")))
+        _log(f"ok   {job['mp_id']} {job['element']} site {job['site']} "
+             f"{res['seconds']:.0f} s{' (retry)' if res.get('retried') else ''}")
+        return
+    rec = failure_record(res, cfg)
+    if not rec["errors"][-1].startswith("dask:"):  # FEFF failures are final; lost workers are not
+        cache.put(res["key"], {"ok": False, "failure": rec})
+    writer.failures.append(rec)
+    summary["failed"] += 1
+    _log(f"FAIL {job['mp_id']} {job['element']} site {job['site']}: {rec['errors'][-1][:160]}")
+
+
+def _compute(tasks: list[dict], cfg: dict[str, Any], out: Path, client: Any, writer: _ShardWriter,
+             summary: dict, budget_cpu_hours: float | None, progress: bool) -> None:
+    """Submit every task to Dask and record results as they complete, within the CPU budget."""
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
+    cache = SiteCache(out / "cache")
+    budget_s = None if budget_cpu_hours is None else float(budget_cpu_hours) * 3600.0
+    futures = [client.submit(run_site_task, t, key=f"feff-{t['key']}", pure=False) for t in tasks]
+    task_of = {f.key: t for f, t in zip(futures, tasks, strict=True)}
+    bar = tqdm(total=len(futures), unit="site", desc="FEFF", disable=not progress,
+               mininterval=1.0 if sys.stderr.isatty() else 60.0, file=sys.stderr)
+    try:
+        for fut in as_completed(futures):
+            if fut.cancelled():
+                continue
+            try:
+                res = fut.result()
+            except Exception as exc:  # the worker itself died (not a FEFF failure): record, go on
+                t = task_of[fut.key]
+                res = {**t, "ok": False, "seconds": 0.0, "errors": [f"dask: {type(exc).__name__}: {exc}"]}
+            _record_result(res, cfg, cache, writer, summary)
+            bar.update(1)
+            writer.maybe_flush()
+            if budget_s is not None and summary["cpu_seconds"] >= budget_s:
+                left = [f for f in futures if not f.done()]
+                if left:
+                    _log(f"CPU budget of {budget_cpu_hours} h spent: cancelling {len(left)} sites")
+                    client.cancel(left)
+                    summary["cancelled"] = len(left)
+                break
+    finally:
+        bar.close()
+        writer.flush()
+
+
 def run_batch(
     materials: list[Material],
     cfg: dict[str, Any],
@@ -135,122 +272,19 @@ def run_batch(
     Resume rules: a site whose cache key is in a shard is skipped; a cached success is written to the
     next shard without recomputation; a cached failure is skipped unless ``retry_failed``.
     """
-    from dask.distributed import as_completed
-    from tqdm import tqdm
-
     out = Path(out)
-    cache = SiteCache(out / "cache")
-    in_shards = shard_keys(out)
-    rows: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
-    skipped = list(extra_skipped or [])
-    tasks: list[dict[str, Any]] = []
-    n_in_shards = n_cached = n_cached_failed = 0
-    for m in materials:
-        skipped.extend(m.skipped)
-        for job in m.jobs:
-            key = site_key(m, job, cfg)
-            if key in in_shards:
-                n_in_shards += 1
-                continue
-            hit = cache.get(key)
-            if hit is not None and hit.get("ok"):
-                rows.append(hit["row"])
-                n_cached += 1
-                continue
-            if hit is not None and not retry_failed:
-                failures.append(hit["failure"])
-                n_cached_failed += 1
-                continue
-            tasks.append(make_task(m, job, cfg, key))
-    summary: dict[str, Any] = {
-        "materials": len(materials),
-        "sites_total": n_in_shards + n_cached + n_cached_failed + len(tasks),
-        "sites_in_shards": n_in_shards,
-        "sites_cached": n_cached,
-        "sites_cached_failed": n_cached_failed,
-        "sites_to_compute": len(tasks),
-        "computed": 0,
-        "failed": 0,
-        "retried_ok": 0,
-        "cancelled": 0,
-        "cpu_seconds": 0.0,
-        "shards": [],
-    }
+    rows, failures, skipped, tasks, n = _triage(materials, cfg, out, retry_failed)
+    skipped = list(extra_skipped or []) + skipped
+    summary = _new_summary(len(materials), n, len(tasks))
     _log(
-        f"{len(materials)} materials, {summary['sites_total']} sites: {n_in_shards} in shards, "
-        f"{n_cached} cached, {n_cached_failed} failed before, {len(tasks)} to compute"
+        f"{len(materials)} materials, {summary['sites_total']} sites: {n['in_shards']} in shards, "
+        f"{n['cached']} cached, {n['cached_failed']} failed before, {len(tasks)} to compute"
     )
-    flush_every = int(cfg.get("flush_every", 25))
-    pending_rows = rows
-    rows = []
-
-    def flush() -> None:
-        nonlocal pending_rows, failures
-        p = write_shard(out, pending_rows, failures, skipped)
-        if p is not None:
-            summary["shards"].append(p.name)
-            _log(f"wrote {p} ({len(pending_rows)} rows)")
-        pending_rows, failures = [], []
-
-    if len(pending_rows) >= flush_every or not tasks:
-        flush()
-    budget_s = None if budget_cpu_hours is None else float(budget_cpu_hours) * 3600.0
+    writer = _ShardWriter(out, rows, failures, skipped, int(cfg.get("flush_every", 25)), summary)
+    if len(writer.rows) >= writer.flush_every or not tasks:
+        writer.flush()
     t0 = time.time()
     if tasks:
-        futures = [client.submit(run_site_task, t, key=f"feff-{t['key']}", pure=False) for t in tasks]
-        task_of = {f.key: t for f, t in zip(futures, tasks, strict=True)}
-        bar = tqdm(
-            total=len(futures),
-            unit="site",
-            desc="FEFF",
-            disable=not progress,
-            mininterval=1.0 if sys.stderr.isatty() else 60.0,
-            file=sys.stderr,
-        )
-        ac = as_completed(futures)
-        try:
-            for fut in ac:
-                if fut.cancelled():
-                    continue
-                try:
-                    res = fut.result()
-                except Exception as exc:  # the worker itself died (not a FEFF failure): record, go on
-                    t = task_of[fut.key]
-                    res = {**t, "ok": False, "seconds": 0.0, "errors": [f"dask: {type(exc).__name__}: {exc}"]}
-                summary["cpu_seconds"] += float(res.get("seconds", 0.0))
-                job = res["job"]
-                if res["ok"]:
-                    row = result_to_row(res, cfg)
-                    cache.put(res["key"], {"ok": True, "row": row})
-                    pending_rows.append(row)
-                    summary["computed"] += 1
-                    summary["retried_ok"] += int(bool(res.get("retried")))
-                    _log(
-                        f"ok   {job['mp_id']} {job['element']} site {job['site']} "
-                        f"{res['seconds']:.0f} s{' (retry)' if res.get('retried') else ''}"
-                    )
-                else:
-                    rec = failure_record(res, cfg)
-                    if not rec["errors"][-1].startswith("dask:"):  # FEFF failures are final; lost workers not
-                        cache.put(res["key"], {"ok": False, "failure": rec})
-                    failures.append(rec)
-                    summary["failed"] += 1
-                    _log(
-                        f"FAIL {job['mp_id']} {job['element']} site {job['site']}: {rec['errors'][-1][:160]}"
-                    )
-                bar.update(1)
-                if len(pending_rows) >= flush_every:
-                    flush()
-                if budget_s is not None and summary["cpu_seconds"] >= budget_s:
-                    left = [f for f in futures if not f.done()]
-                    if left:
-                        _log(f"CPU budget of {budget_cpu_hours} h spent: cancelling {len(left)} sites")
-                        client.cancel(left)
-                        summary["cancelled"] = len(left)
-                    break
-        finally:
-            bar.close()
-            flush()
+        _compute(tasks, cfg, out, client, writer, summary, budget_cpu_hours, progress)
     summary["wall_seconds"] = time.time() - t0
     return summary

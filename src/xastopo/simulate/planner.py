@@ -83,6 +83,89 @@ def cost_model(out: str | Path, cfg: dict[str, Any], meta: pd.DataFrame) -> tupl
     return c0, c1
 
 
+def _candidates(
+    cfg: dict[str, Any], raw_dir: Path, out: str | Path, elements: list[str] | None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """(labeled structures, plannable candidates, complete materials per class before this plan)."""
+    labels = pd.read_csv(raw_dir / cfg["labels_csv"], usecols=["mp_id", "label"])
+    labels = labels[labels.label.isin(CLASSES)]
+    meta = pd.read_parquet(raw_dir / cfg["structures"], columns=["mp_id", "n_sites", "formula_sum"])
+    meta = meta.merge(labels, on="mp_id")
+    # element mode: completeness is per site (a material with all its sites of ``elements`` is skipped
+    # later, when its jobs are matched against the shards and the cache)
+    done = set() if elements else completed_materials(out, cfg, meta)
+    counts_before = {c: int(meta[meta.mp_id.isin(done)].label.eq(c).sum()) for c in CLASSES}
+    failed = {f["mp_id"] for f in load_manifest(out).get("failures", [])}
+    excl = set(cfg["exclude_elements"])
+    els = meta.formula_sum.map(formula_elements)
+    ok = ~meta.mp_id.isin(done | failed) & (meta.n_sites <= int(cfg["max_sites"]))
+    ok &= ~els.map(excl.intersection).astype(bool)
+    if elements:
+        ok &= els.map(set(elements).intersection).astype(bool)
+    return meta, meta[ok].copy(), counts_before
+
+
+def _shortlist(
+    cand: pd.DataFrame, cfg: dict[str, Any], k: int, elements: list[str] | None
+) -> pd.DataFrame:
+    """The cheapest ``k`` cells per class, plus per preferred element group, so those are not crowded out."""
+    rng = np.random.default_rng(int(cfg["seed"]))
+    cand["tie"] = rng.random(len(cand))
+    prefer = set(cfg.get("prefer_elements") or [])
+    prefer_weight = float(cfg.get("prefer_weight", 0.0))
+    by_size = cand.sort_values(["n_sites", "tie"])
+    parts = [by_size.groupby("label", group_keys=False).head(k)]
+    if prefer_weight > 0:
+        preferred = by_size.formula_sum.map(lambda f: bool(formula_elements(f) & prefer))
+        parts.append(by_size[preferred].groupby("label", group_keys=False).head(k))
+    for el in elements or []:
+        has = by_size.formula_sum.map(lambda f, el=el: el in formula_elements(f))
+        parts.append(by_size[has].groupby("label", group_keys=False).head(k))
+    return pd.concat(parts).drop_duplicates("mp_id").reset_index(drop=True)
+
+
+def _sites_left(m: Material, cfg: dict[str, Any], have: set[str], cache: SiteCache) -> list | None:
+    """The jobs of ``m`` not yet in the shards or the cache; None when one of them failed before."""
+    left = []
+    for j in m.jobs:
+        key = site_key(m, j, cfg)
+        if key in have:
+            continue
+        hit = cache.get(key)
+        if hit is not None and hit.get("ok"):
+            continue
+        if hit is not None:  # a recorded failure: the material cannot be completed
+            return None
+        left.append(j)
+    return left
+
+
+def _choose(
+    pool: dict[str, list[tuple[float, Material]]],
+    counts: dict[str, int],
+    target: int,
+    budget_s: float | None,
+    rank: Any,
+) -> list[Material]:
+    """Greedy, class-balanced pick: the class that is behind takes its best-ranked material next."""
+    chosen: list[Material] = []
+    covered: set[str] = set()
+    spent = 0.0
+    while len(chosen) < target and (pool["topological"] or pool["trivial"]):
+        c = min((c for c in CLASSES if pool[c]), key=lambda c: counts[c])
+        best_i = min(range(min(len(pool[c]), 200)), key=lambda i: rank(*pool[c][i], covered))
+        cost, m = pool[c].pop(best_i)
+        if budget_s is not None and spent + cost > budget_s:
+            if not chosen:
+                chosen.append(m)
+            break
+        chosen.append(m)
+        spent += cost
+        counts[c] += 1
+        covered |= {j.element for j in m.jobs}
+    return chosen
+
+
 def plan(
     cfg: dict[str, Any],
     raw_dir: Path,
@@ -90,98 +173,57 @@ def plan(
     n_materials: int | None = None,
     budget_cpu_hours: float | None = None,
     shortlist_factor: int = 3,
+    elements: list[str] | None = None,
 ) -> Plan:
+    """Pick the next materials to simulate (see the module docstring for the ranking).
+
+    With ``elements`` only those absorbing elements' sites are planned, for every labeled material
+    that has one, in the order given (the first element's materials first), class-balanced.
+    """
     if n_materials is None and budget_cpu_hours is None:
         raise ValueError("give a material count or a CPU-hour budget")
-    labels = pd.read_csv(raw_dir / cfg["labels_csv"], usecols=["mp_id", "label"])
-    labels = labels[labels.label.isin(CLASSES)]
-    meta = pd.read_parquet(raw_dir / cfg["structures"], columns=["mp_id", "n_sites", "formula_sum"])
-    meta = meta.merge(labels, on="mp_id")
-    done = completed_materials(out, cfg, meta)
-    counts_before = {c: int(meta[meta.mp_id.isin(done)].label.eq(c).sum()) for c in CLASSES}
-    manifest = load_manifest(out)
-    failed = {f["mp_id"] for f in manifest.get("failures", [])}
-    excl = set(cfg["exclude_elements"])
-    ok = (
-        ~meta.mp_id.isin(done | failed)
-        & (meta.n_sites <= int(cfg["max_sites"]))
-        & meta.formula_sum.map(lambda f: not (formula_elements(f) & excl))
-    )
-    cand = meta[ok].copy()
-    rng = np.random.default_rng(int(cfg["seed"]))
-    cand["tie"] = rng.random(len(cand))
-    # cheap proxy ranking (cell size) to shortlist; exact unique sites only for the shortlist
+    meta, cand, counts_before = _candidates(cfg, raw_dir, out, elements)
     target = n_materials if n_materials is not None else 10**9
     c0, c1 = cost_model(out, cfg, meta)
     if budget_cpu_hours is not None:
         per_mat_min = c0 + c1 * max(1, int(cand.n_sites.min()) if len(cand) else 1)
         target = min(target, int(budget_cpu_hours * 3600 / per_mat_min) + 1)
-    k = max(50, shortlist_factor * target)
-    prefer = set(cfg.get("prefer_elements") or [])
-    prefer_weight = float(cfg.get("prefer_weight", 0.0))
-    cand["preferred"] = cand.formula_sum.map(lambda f: bool(formula_elements(f) & prefer))
-    by_size = cand.sort_values(["n_sites", "tie"])
-    short = pd.concat([
-        by_size.groupby("label", group_keys=False).head(k),
-        # preferred materials are shortlisted on their own, or the cheapest cells would crowd them out
-        by_size[by_size.preferred].groupby("label", group_keys=False).head(k if prefer_weight > 0 else 0),
-    ]).drop_duplicates("mp_id").reset_index(drop=True)
+    short = _shortlist(cand, cfg, max(50, shortlist_factor * target), elements)
     from .pipeline import load_structures
-
-    texts = load_structures(raw_dir / cfg["structures"], short.mp_id.tolist()).set_index("mp_id")["cif"]
-    mats, skipped = prepare_materials(texts.to_dict(), cfg)
-    cache = SiteCache(Path(out) / "cache")
     from .shards import shard_keys
 
+    texts = load_structures(raw_dir / cfg["structures"], short.mp_id.tolist()).set_index("mp_id")["cif"]
+    mats, skipped = prepare_materials(texts.to_dict(), cfg, only_elements=elements)
+    cache = SiteCache(Path(out) / "cache")
     have = shard_keys(out)
     n_sites = meta.set_index("mp_id")["n_sites"]
     lab = meta.set_index("mp_id")["label"]
     pool: dict[str, list[tuple[float, Material]]] = {c: [] for c in CLASSES}
     est: dict[str, float] = {}
     for m in mats:
-        if not m.jobs:
-            continue
-        left = []
-        for j in m.jobs:
-            key = site_key(m, j, cfg)
-            hit = None if key in have else cache.get(key)
-            if key in have or (hit is not None and hit.get("ok")):
-                continue
-            if hit is not None:  # a recorded failure: the material cannot be completed
-                left = None
-                break
-            left.append(j)
-        if left is None:
+        left = _sites_left(m, cfg, have, cache) if m.jobs else None
+        if not left:  # nothing to do, or a recorded failure
             continue
         est[m.mp_id] = len(left) * (c0 + c1 * float(n_sites[m.mp_id]))
         pool[lab[m.mp_id]].append((est[m.mp_id], m))
     for c in CLASSES:
         pool[c].sort(key=lambda t: t[0])
-    chosen: list[Material] = []
-    counts = dict(counts_before)
-    covered: set[str] = set()
-    spent = 0.0
-    budget_s = None if budget_cpu_hours is None else budget_cpu_hours * 3600.0
-    def rank(cost: float, m: Material, covered: set[str]) -> float:
-        els = {j.element for j in m.jobs}
-        return cost / (1.0 + 0.5 * len(els - covered)) / (1.0 + prefer_weight * bool(els & prefer))
+    prefer = set(cfg.get("prefer_elements") or [])
+    prefer_weight = float(cfg.get("prefer_weight", 0.0))
+    order = {e: i for i, e in enumerate(elements or [])}
 
-    while len(chosen) < target and (pool["topological"] or pool["trivial"]):
-        # the class that is behind (fraction topological kept near 50 %)
-        c = min((c for c in CLASSES if pool[c]), key=lambda c: counts[c])
-        best_i = min(range(min(len(pool[c]), 200)), key=lambda i: rank(*pool[c][i], covered))
-        cost, m = pool[c].pop(best_i)
-        if budget_s is not None and spent + cost > budget_s:
-            if not chosen:
-                chosen.append(m)
-                spent += cost
-            break
-        chosen.append(m)
-        spent += cost
-        counts[c] += 1
-        covered |= {j.element for j in m.jobs}
-    # cheapest first inside the plan so whole materials complete early
-    chosen.sort(key=lambda m: est[m.mp_id])
+    def rank(cost: float, m: Material, covered: set[str]) -> tuple[int, float]:
+        els = {j.element for j in m.jobs}
+        first = min((order[e] for e in els if e in order), default=0)
+        return first, cost / (1.0 + 0.5 * len(els - covered)) / (1.0 + prefer_weight * bool(els & prefer))
+
+    if elements:  # the first element's materials first: sort the pools by that, then by cost
+        for c in CLASSES:
+            pool[c].sort(key=lambda t: rank(t[0], t[1], set()))
+    budget_s = None if budget_cpu_hours is None else budget_cpu_hours * 3600.0
+    chosen = _choose(pool, dict(counts_before), target, budget_s, rank)
+    # cheapest first inside the plan so whole materials complete early (element order kept first)
+    chosen.sort(key=lambda m: (rank(est[m.mp_id], m, set())[0], est[m.mp_id]))
     return Plan(
         chosen,
         {m.mp_id: str(lab[m.mp_id]) for m in chosen},
