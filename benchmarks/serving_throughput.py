@@ -39,12 +39,10 @@ RESULTS = ROOT / "benchmarks" / "results" / "serving_throughput.json"
 
 # ------------------------------------------------------------------------------------ inputs
 def default_model_dir() -> Path:
-    if os.environ.get("XASTOPO_MODEL_DIR"):
-        return Path(os.environ["XASTOPO_MODEL_DIR"])
-    import yaml
+    """The model directory the CLI and the service use (config.model_dir: env, else params.yaml)."""
+    from xastopo.config import load_params, model_dir
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text()) or {}
-    return ROOT / str((params.get("serving") or {}).get("model_dir", "models/export"))
+    return model_dir(load_params(ROOT / "params.yaml"))
 
 
 def synthetic_materials(model_dir: Path, n: int, seed: int = 0) -> list[dict]:
@@ -133,7 +131,6 @@ def load(url: str, pool: list[dict], duration: float, concurrency: int) -> dict:
 
 def direct_onnx(model_dir: Path, pool: list[dict], prefer_gpu: bool, batch: int, seconds: float = 3.0) -> dict:
     """Bare ONNX Runtime session on pre-built padded batches (no HTTP, no preprocessing)."""
-    sys.path.insert(0, str(ROOT / "src"))
     from xastopo.inference import Predictor
     from xastopo.preprocessing.batching import pad_materials
     from xastopo.schema import MaterialIn
@@ -204,7 +201,6 @@ def main() -> int:
               file=sys.stderr)
         return 2
 
-    sys.path.insert(0, str(ROOT / "src"))
     import onnxruntime as ort
 
     from xastopo.inference import gpu_visible

@@ -1,143 +1,97 @@
 """BentoML 1.4 service: raw K-edge spectra → P(topological), on the exported ONNX model.
 
-Two services, one process each:
+Two services, one process each, over the two halves of :mod:`xastopo.inference` (the CLI runs the
+same halves in one process):
 
 * ``XasTopo`` (public, the one to serve): the ``predict`` and ``metadata`` APIs. Every request is
   checked *before* it can join a batch: an ASGI middleware enforces the bearer token, the body size
   (413) and the request schema (``xastopo.schema``: types, finite numbers, increasing energy, matching
-  lengths, known and unique elements, size limits; 400/422), and ``predict`` then runs the model-
-  dependent checks of :class:`xastopo.inference.Predictor` (window coverage, elements with statistics;
-  422). Errors are JSON naming the material index and the field, e.g.
+  lengths, known and unique elements, size limits; 400/415/422), and ``predict`` then runs request →
+  arrays (:meth:`xastopo.inference.InputBuilder.build`: window coverage, elements with statistics;
+  422) and, with the probabilities from the model service, builds the answers
+  (:meth:`~xastopo.inference.InputBuilder.predictions`). It loads the preprocessing half only: no
+  ONNX session. Errors are JSON naming the material index and the field, e.g.
   ``{"error": "materials[2].spectra[0].energy: ...", "errors": [{"loc": ..., "index": 2, ...}]}``.
-* ``XasTopoModel`` (internal, reached through ``bentoml.depends``): a batchable ``infer`` API that
-  receives already-validated per-material arrays; BentoML's adaptive batching merges the materials
-  of concurrent requests (``serving.max_batch_size`` / ``serving.max_latency_ms`` in params.yaml) into
-  one ONNX Runtime call. A malformed item only fails itself, never the rest of a shared batch.
+* ``XasTopoModel`` (internal, reached through ``bentoml.depends``): the one ONNX session
+  (:class:`xastopo.inference.Predictor`) behind a batchable ``infer`` API that receives
+  already-validated per-material arrays; BentoML's adaptive batching merges the materials of
+  concurrent requests (``serving.max_batch_size`` / ``serving.max_latency_ms``) into one ONNX
+  Runtime call (:meth:`~xastopo.inference.Predictor.probabilities`). A malformed item only fails
+  itself, never the rest of a shared batch.
 
-Configuration: ``XASTOPO_MODEL_DIR`` (else ``serving.model_dir`` of params.yaml, relative to that
-file), ``XASTOPO_PARAMS`` (else ./params.yaml or the one beside ``serving/``), ``XASTOPO_API_TOKEN``
-(optional bearer token), ``XASTOPO_DEVICE`` = auto | cpu (auto: CUDA when a GPU is visible).
-A missing, corrupted or checksum-mismatched artifact stops start-up with one line
+Settings are read when a service starts (``xastopo.config.serving_settings``: ``serving:`` of
+params.yaml, found by the one path rule of ``xastopo.config``; ``XASTOPO_MODEL_DIR`` overrides
+``serving.model_dir``, which is relative to params.yaml), except the three numbers BentoML's
+decorators need at import (see :func:`declared`). ``XASTOPO_API_TOKEN`` (optional bearer token),
+``XASTOPO_DEVICE`` = auto | cpu (auto: CUDA when a GPU is visible). A missing, corrupted or
+checksum-mismatched artifact, or a bad params.yaml, stops start-up with one line
 ``xastopo: cannot start: <reason>``.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 import math
 import os
 import sys
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import bentoml
 import numpy as np
-import yaml
 
-HERE = Path(__file__).resolve().parent
-PROJECT_ROOT = HERE.parent
-try:  # inside a Bento the package ships as source under src/ (bentofile.yaml includes it)
-    import xastopo  # noqa: F401
-except ImportError:  # pragma: no cover - depends on how the bento is run
-    sys.path.insert(0, str(PROJECT_ROOT / "src"))
-
-import xastopo.schema as schema  # noqa: E402
-from xastopo.inference import ArtifactError, InputError, Predictor  # noqa: E402
-from xastopo.schema import MaterialIn, Prediction, PredictResponse  # noqa: E402
+from xastopo import config
+from xastopo.config import ConfigError, ServingSettings
+from xastopo.inference import ArtifactError, InputBuilder, Predictor
+from xastopo.schema import MaterialIn, PredictResponse, error_item, error_line, parse_request, request_errors
 
 logger = logging.getLogger("xastopo.serving")
 HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
-DEFAULTS = {"model_dir": "models/export", "max_materials": 256, "max_points": 5000,
-            "max_body_bytes": 20_000_000, "max_batch_size": 64, "max_latency_ms": 1000, "workers": 1}
+TOKEN_ENV = "XASTOPO_API_TOKEN"
+T = TypeVar("T")
 
 
-# --------------------------------------------------------------------------------------- config
-def params_path() -> Path | None:
-    if os.environ.get("XASTOPO_PARAMS"):
-        return Path(os.environ["XASTOPO_PARAMS"]).resolve()
-    for cand in (Path.cwd() / "params.yaml", PROJECT_ROOT / "params.yaml"):
-        if cand.is_file():
-            return cand.resolve()
-    return None
+# --------------------------------------------------------------------------------- settings
+@functools.cache
+def declared() -> ServingSettings:
+    """The one import-time read of params.yaml.
 
-
-def serving_config() -> dict[str, Any]:
-    """``serving:`` of params.yaml over the defaults, plus the resolved model directory."""
-    cfg = dict(DEFAULTS)
-    p = params_path()
-    if p is not None and p.is_file():
-        cfg.update((yaml.safe_load(p.read_text()) or {}).get("serving") or {})
-    base = p.parent if p is not None else PROJECT_ROOT
-    if os.environ.get("XASTOPO_MODEL_DIR"):
-        cfg["model_dir"] = Path(os.environ["XASTOPO_MODEL_DIR"]).resolve()
-    else:
-        md = Path(str(cfg["model_dir"]))
-        cfg["model_dir"] = md if md.is_absolute() else (base / md).resolve()
-    return cfg
-
-
-CONFIG = serving_config()
-# The schema's generic limits come from params.yaml (they are module globals read at validation time).
-schema.MAX_MATERIALS = int(CONFIG["max_materials"])
-schema.MAX_POINTS = int(CONFIG["max_points"])
-
-
-def load_predictor(prefer_gpu: bool) -> Predictor:
-    """The Predictor, or one clear line and exit(1) for a bad artifact (no traceback spew)."""
-    if os.environ.get("XASTOPO_DEVICE", "auto").lower() == "cpu":
-        prefer_gpu = False
+    BentoML evaluates ``@bentoml.service(workers=...)`` and ``@bentoml.api(max_batch_size=...,
+    max_latency_ms=...)`` when this module is imported, so those three numbers are taken here, at class
+    definition, from ``serving:`` of params.yaml through the same :func:`xastopo.config.serving_settings`
+    that every service reads again when it starts (everything else: limits, model directory, token).
+    """
     try:
-        return Predictor(CONFIG["model_dir"], prefer_gpu=prefer_gpu)
-    except ArtifactError as exc:
-        fail_startup(str(exc))
-        raise  # unreachable
+        return config.serving_settings()
+    except ConfigError as exc:
+        print(f"xastopo: cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
-def fail_startup(message: str) -> None:
-    line = f"xastopo: cannot start: {message}"
-    logger.error(line)
-    print(line, file=sys.stderr, flush=True)
-    # A worker process: exit without unwinding through BentoML's start-up (which would print a
-    # traceback); the serve command has already checked the artifact once (see check_artifact).
-    sys.stderr.flush()
-    os._exit(1)
+def api_token() -> str | None:
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def load_or_exit(load: Callable[[], T]) -> T:
+    """``load()``, or one clear line and exit(1) for a bad artifact or parameter (no traceback spew)."""
+    try:
+        return load()
+    except (ArtifactError, ConfigError) as exc:
+        line = f"xastopo: cannot start: {exc}"
+        logger.error(line)
+        print(line, file=sys.stderr, flush=True)
+        # A worker process: exit without unwinding through BentoML's start-up (which would print a
+        # traceback); the serve command has already checked the artifact once (see check_artifact).
+        sys.stderr.flush()
+        os._exit(1)
 
 
 # ------------------------------------------------------------------------------------- errors
 def error_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"error": errors[0]["loc"] + ": " + errors[0]["message"] if errors[0]["loc"] else errors[0]["message"],
-            "errors": errors}
-
-
-def error_item(loc: str, message: str, index: int | None = None, field: str | None = None) -> dict[str, Any]:
-    return {"loc": loc, "index": index, "field": field, "message": message}
-
-
-def validation_errors(exc: Any) -> list[dict[str, Any]]:
-    """pydantic errors → [{loc: 'materials[3].spectra[0].energy', index: 3, field: 'spectra[0].energy', ...}]."""
-    out = []
-    for err in exc.errors(include_url=False, include_context=False, include_input=False):
-        loc, index = "", None
-        parts = list(err["loc"])
-        for part in parts:
-            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
-        field = None
-        if len(parts) >= 2 and parts[0] == "materials" and isinstance(parts[1], int):
-            index = parts[1]
-            field = loc.split("]", 1)[1].lstrip(".") or None
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if len(parts) == 4 and parts[2] == "spectra":  # a spectrum-level check: name its field
-            first = msg.split(" ", 1)[0]
-            if first in ("energy", "mu", "kind"):
-                loc, field = f"{loc}.{first}", f"{field}.{first}"
-        out.append(error_item(loc, msg, index, field))
-    return out or [error_item("", "invalid request")]
-
-
-def input_error_item(exc: InputError) -> dict[str, Any]:
-    return error_item(f"materials[{exc.index}].{exc.field}", exc.message, exc.index, exc.field)
+    return {"error": error_line(errors[0]), "errors": errors}
 
 
 # --------------------------------------------------------------------------------- middleware
@@ -148,7 +102,10 @@ class GateMiddleware:
     def __init__(self, app: Any, predict_path: str = "/predict") -> None:
         self.app = app
         self.predict_path = predict_path
-        self.max_body = int(CONFIG["max_body_bytes"])
+        settings = config.serving_settings()  # built when the worker starts
+        self.max_body = settings.max_body_bytes
+        self.limits = settings.limits
+        self.token = api_token()
 
     @staticmethod
     async def _send_json(send: Any, status: int, body: dict[str, Any], extra: list | None = None) -> None:
@@ -161,11 +118,10 @@ class GateMiddleware:
         if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        token = os.environ.get("XASTOPO_API_TOKEN")
-        if token:
+        if self.token:
             auth = headers.get("authorization", "")
             scheme, _, given = auth.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
                 return await self._send_json(send, 401, {"error": "missing or invalid bearer token "
                                                          "(send 'Authorization: Bearer <token>')"},
                                              [(b"www-authenticate", b"Bearer")])
@@ -221,9 +177,9 @@ class GateMiddleware:
             return 422, error_body([error_item("", "request body must be a JSON object "
                                                    "{\"materials\": [...]}")])
         try:
-            await anyio.to_thread.run_sync(schema.PredictRequest.model_validate, data)
+            await anyio.to_thread.run_sync(parse_request, data, self.limits)
         except ValidationError as exc:
-            return 422, error_body(validation_errors(exc))
+            return 422, error_body(request_errors(exc))
         except RecursionError:
             return 400, {"error": "request body nested too deeply"}
         return None
@@ -235,7 +191,9 @@ class XasTopoModel:
     """Internal: the ONNX session behind adaptive batching (one worker owns the accelerator)."""
 
     def __init__(self) -> None:
-        self.predictor = load_predictor(prefer_gpu=True)
+        model_dir = load_or_exit(lambda: config.serving_settings().model_dir)
+        prefer_gpu = os.environ.get("XASTOPO_DEVICE", "auto").lower() != "cpu"
+        self.predictor = load_or_exit(lambda: Predictor(model_dir, prefer_gpu=prefer_gpu))
         self.n_points = self.predictor.preprocessor.n_points
         self.batch_sizes: list[int] = []
         logger.info("xastopo model %s v%s on %s", self.predictor.name, self.predictor.version,
@@ -251,10 +209,10 @@ class XasTopoModel:
         return x, z
 
     def _run(self, arrays: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-        return [float(p) for p in self.predictor.predict_materials(arrays)]
+        return [float(p) for p in self.predictor.probabilities(arrays)]
 
-    @bentoml.api(batchable=True, max_batch_size=int(CONFIG["max_batch_size"]),
-                 max_latency_ms=int(CONFIG["max_latency_ms"]))
+    @bentoml.api(batchable=True, max_batch_size=declared().max_batch_size,
+                 max_latency_ms=declared().max_latency_ms)
     def infer(self, items: list[dict[str, Any]]) -> list[float]:
         """Validated per-material arrays {x [absorbers, n_points] float32, z [absorbers]} → P(topological);
         NaN for an item that cannot be run (it alone fails, not the batch)."""
@@ -295,22 +253,24 @@ class XasTopoModel:
         return {"batch_sizes": list(self.batch_sizes)}
 
 
-@bentoml.service(name="xastopo", workers=int(CONFIG["workers"]), traffic={"timeout": 120})
+@bentoml.service(name="xastopo", workers=declared().workers, traffic={"timeout": 120})
 class XasTopo:
     """Public API: ``POST /predict`` and ``POST /metadata``; health at /healthz /livez /readyz."""
 
     model = bentoml.depends(XasTopoModel)
 
     def __init__(self) -> None:
-        # Preprocessing only (the dependency runs the model); checks the artifact again in this process.
-        self.predictor = load_predictor(prefer_gpu=False)
+        # Preprocessing only (the dependency owns the one ONNX session); checks the artifact again here.
+        self.settings = load_or_exit(config.serving_settings)
+        self.builder = load_or_exit(lambda: InputBuilder(self.settings.model_dir))
 
     @bentoml.on_deployment
     def check_artifact() -> None:
-        """Runs once in the `bentoml serve` process before any worker starts."""
+        """Runs once in the `bentoml serve` process before any worker starts: the whole artifact,
+        ONNX graph included, must load (a session opened and dropped here, in no serving process)."""
         try:
-            Predictor(CONFIG["model_dir"], prefer_gpu=False)
-        except ArtifactError as exc:
+            Predictor(config.serving_settings().model_dir, prefer_gpu=False)
+        except (ArtifactError, ConfigError) as exc:
             line = f"xastopo: cannot start: {exc}"
             print(line, file=sys.stderr, flush=True)
             raise SystemExit(1) from None
@@ -332,15 +292,6 @@ class XasTopo:
                 await asyncio.sleep(0.02 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _arrays(self, materials: list[MaterialIn]) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[dict]]:
-        arrays, errors = [], []
-        for i, m in enumerate(materials):
-            try:
-                arrays.append(self.predictor.material_arrays(i, m))
-            except InputError as exc:
-                errors.append(input_error_item(exc))
-        return arrays, errors
-
     @bentoml.api(route="/predict")
     async def predict(self, materials: list[MaterialIn]) -> PredictResponse:
         """One prediction per material, in request order. Bad input: 4xx JSON naming
@@ -348,28 +299,24 @@ class XasTopo:
         import anyio
         from starlette.responses import JSONResponse
 
-        arrays, errors = await anyio.to_thread.run_sync(self._arrays, materials)
-        if errors:
-            return JSONResponse(error_body(errors), status_code=422)
-        items = [{"x": x, "z": z} for x, z in arrays]
-        probs = await self._model("infer", items)
+        inputs = await anyio.to_thread.run_sync(self.builder.build, materials)
+        if inputs.errors:
+            return JSONResponse(error_body([e.item() for e in inputs.errors]), status_code=422)
+        probs = await self._model("infer", [{"x": x, "z": z} for x, z in inputs.valid_arrays()])
         bad = [i for i, p in enumerate(probs) if not math.isfinite(p)]
         if bad:
             return JSONResponse(error_body([error_item(f"materials[{i}].spectra", "the model could not be run "
                                                        "on this material's spectra", i, "spectra") for i in bad]),
                                 status_code=422)
-        preds: list[Prediction] = [self.predictor.prediction(m.material_id, p, a[1])
-                                   for m, p, a in zip(materials, probs, arrays, strict=True)]
-        return PredictResponse(predictions=preds, model_name=self.predictor.name,
-                               model_version=self.predictor.version)
+        return PredictResponse(predictions=self.builder.predictions(inputs, probs), model_name=self.builder.name,
+                               model_version=self.builder.version)
 
     @bentoml.api(route="/metadata")
     async def metadata(self) -> dict[str, Any]:
         """Model card: name, version, MLflow run id, dataset hash, test metrics, preprocessing
         parameters, the execution provider in use, and the serving limits."""
         out = await self._model("describe")
-        out["serving"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in CONFIG.items()}
-        out["serving"]["auth"] = bool(os.environ.get("XASTOPO_API_TOKEN"))
+        out["serving"] = {**self.settings.to_dict(), "auth": bool(api_token())}
         return out
 
     @bentoml.api(route="/batch_stats")

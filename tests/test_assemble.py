@@ -11,10 +11,10 @@ import pytest
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from xastopo.data.assemble import assemble, own_range_normalized
+from xastopo.data.assemble import assemble
 from xastopo.data.labels import usable_labels
+from xastopo.data.quality import max_negative_jump, own_range_normalized
 from xastopo.data.structures import equivalent_sites
-from xastopo.preprocessing.spectrum import max_negative_jump
 
 
 def all_ids(df: pd.DataFrame) -> set[str]:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from xastopo.config import load_params
 from xastopo.elements import Z_OF
-from xastopo.models.baselines import PcaKMeans, concat_features, hungarian_assignment, type_features
-from xastopo.models.nn import XasTopoNet
+from xastopo.models.baselines import PcaKMeans, hungarian_assignment
+from xastopo.models.nn import XasTopoNet, build_net
 from xastopo.preprocessing.batching import pad_materials
+from xastopo.preprocessing.features import concat_features, model_inputs, type_features
+
+PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+P = 200  # spectra width of the synthetic inputs below
 
 
 @pytest.fixture(scope="module")
@@ -21,58 +28,58 @@ def features(labeled_records):
 
     split = split_materials(labeled_records, (0.7, 0.15, 0.15), seed=14)
     rec = labeled_records.merge(split, on="mp_id")
-    pre, _ = fit_preprocessor(Preprocessor(), rec[rec["split"] == "train"])
+    pre, _ = fit_preprocessor(Preprocessor.from_params(PARAMS), rec[rec["split"] == "train"])
     out = {s: featurize_split(pre, rec[rec["split"] == s])[0] for s in ("train", "val")}
     return out
 
 
 def _net(seed: int = 0, **kw) -> XasTopoNet:
     torch.manual_seed(seed)
-    return XasTopoNet(**kw).eval()
+    return XasTopoNet(n_points=P, **kw).eval()
 
 
 def test_output_independent_of_absorber_order_and_padding():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(3, 200)).astype(np.float32)
+    x = rng.normal(size=(3, P)).astype(np.float32)
     z = np.array([Z_OF["Cu"], Z_OF["Ti"], Z_OF["O"]])
     net = _net()
     base = net(torch.tensor(x[None]), torch.tensor(z[None]), torch.ones(1, 3))
     perm = [2, 0, 1]
     permuted = net(torch.tensor(x[perm][None]), torch.tensor(z[perm][None]), torch.ones(1, 3))
-    xp, zp, mp = pad_materials([(x, z)], 200, max_absorbers=7)
+    xp, zp, mp = pad_materials([(x, z)], P, max_absorbers=7)
     # padding slots hold garbage spectra: the mask alone must remove them
-    xp[0, 3:] = rng.normal(size=(4, 200))
+    xp[0, 3:] = rng.normal(size=(4, P))
     padded = net(torch.tensor(xp), torch.tensor(zp), torch.tensor(mp))
     assert torch.allclose(base, permuted, atol=1e-6)
     assert torch.allclose(base, padded, atol=1e-6)
-    assert mp.sum() == 3 and xp.shape == (1, 7, 200)
+    assert mp.sum() == 3 and xp.shape == (1, 7, P)
 
 
 def test_one_and_five_absorbers_in_one_batch_match_separate_runs():
     rng = np.random.default_rng(1)
-    one = (rng.normal(size=(1, 200)).astype(np.float32), np.array([Z_OF["Cu"]]))
-    five = (rng.normal(size=(5, 200)).astype(np.float32), np.array([Z_OF[e] for e in ("Ti", "V", "Cr", "Co", "Ni")]))
+    one = (rng.normal(size=(1, P)).astype(np.float32), np.array([Z_OF["Cu"]]))
+    five = (rng.normal(size=(5, P)).astype(np.float32), np.array([Z_OF[e] for e in ("Ti", "V", "Cr", "Co", "Ni")]))
     net = _net(3)
-    x, z, m = pad_materials([one, five], 200)
+    x, z, m = pad_materials([one, five], P)
     both = net(torch.tensor(x), torch.tensor(z), torch.tensor(m))
     for i, mat in enumerate((one, five)):
-        xi, zi, mi = pad_materials([mat], 200)
+        xi, zi, mi = pad_materials([mat], P)
         alone = net(torch.tensor(xi), torch.tensor(zi), torch.tensor(mi))
         assert torch.allclose(both[i], alone[0], atol=1e-5)
-    assert x.shape == (2, 5, 200) and m.tolist()[0] == [1, 0, 0, 0, 0]
+    assert x.shape == (2, 5, P) and m.tolist()[0] == [1, 0, 0, 0, 0]
 
 
 def test_type_only_network_ignores_spectra():
     net = _net(4, use_spectra=False)
     z = torch.tensor([[Z_OF["Cu"], Z_OF["S"]]])
-    a = net(torch.zeros(1, 2, 200), z, torch.ones(1, 2))
-    b = net(torch.randn(1, 2, 200), z, torch.ones(1, 2))
-    c = net(torch.zeros(1, 2, 200), torch.tensor([[Z_OF["Ti"], Z_OF["S"]]]), torch.ones(1, 2))
+    a = net(torch.zeros(1, 2, P), z, torch.ones(1, 2))
+    b = net(torch.randn(1, 2, P), z, torch.ones(1, 2))
+    c = net(torch.zeros(1, 2, P), torch.tensor([[Z_OF["Ti"], Z_OF["S"]]]), torch.ones(1, 2))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_paper_dimensions():
-    net = XasTopoNet()
+    net = build_net(PARAMS, PARAMS["featurize"]["n_points"], use_spectra=True)
     assert net.type_weight.weight.shape == (93, 93)
     first = [m for m in net.spectral if isinstance(m, torch.nn.Linear)]
     assert [(lin.in_features, lin.out_features) for lin in first] == [(200, 256), (256, 64)]
@@ -141,3 +148,85 @@ def test_baseline_features_zero_fill_and_type_presence():
     assert f[1].tolist() == x[1, 0].tolist() + [0, 0, 0]
     t = type_features(z, m)
     assert t[0, 22] == t[0, 29] == 1 and t[1, 22] == 1 and t[1].sum() == 1 and t[1, 0] == 0
+
+
+def test_model_inputs_per_feature_kind():
+    x = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
+    z = np.array([[29, 22], [22, 0]])
+    m = np.array([[1, 1], [1, 0]], np.float32)
+    padded = model_inputs("padded", x, z, m)
+    assert set(padded) == {"spectra", "z", "mask"} and padded["spectra"] is x
+    np.testing.assert_array_equal(model_inputs("concat_spectra", x, z, m, [22, 29])["features"],
+                                  concat_features(x, z, m, [22, 29]))
+    np.testing.assert_array_equal(model_inputs("type_presence", x, z, m)["features"], type_features(z, m))
+    with pytest.raises(ValueError, match="element_z"):
+        model_inputs("concat_spectra", x, z, m)
+    with pytest.raises(ValueError, match="unknown feature kind"):
+        model_inputs("nope", x, z, m)
+
+
+def test_network_width_has_no_default():
+    with pytest.raises(TypeError):
+        XasTopoNet()  # type: ignore[call-arg]
+
+
+# ------------------------------------------------------------------ the family registry
+
+
+def test_every_registered_family_resolves_and_the_pipeline_trains_them():
+    from xastopo.families import FAMILIES, ORDER, pipeline_families
+    from xastopo.training import trainers
+
+    assert [f.name for f in pipeline_families(PARAMS)] == list(ORDER)
+    for f in FAMILIES.values():
+        assert f.load_trainer() is getattr(trainers, f.trainer.split(":")[1])
+        assert f.features in (None, "padded", "concat_spectra", "type_presence")
+        if f.exporter is None:
+            with pytest.raises(ValueError, match="cannot be exported"):
+                f.load_exporter()
+        else:
+            assert callable(f.load_exporter())
+        assert "threshold" in PARAMS[f.params]  # its own rule, not borrowed from nn
+    for name in PARAMS["select"]["candidates"]:
+        assert FAMILIES[name].exporter is not None
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["train"].update(families=["nn", "nope"]), "unknown model family 'nope'"),
+    (lambda p: p["train"].update(families=["svm", "svm"]), "more than once"),
+    (lambda p: p["svm"].pop("threshold"), "svm.threshold is missing"),
+    (lambda p: p.pop("train"), "train.families must list"),
+])
+def test_pipeline_family_list_is_checked_against_the_registry(change, message):
+    import copy
+
+    from xastopo.families import pipeline_families
+
+    params = copy.deepcopy(dict(PARAMS))
+    change(params)
+    with pytest.raises(ValueError, match=message):
+        pipeline_families(params)
+
+
+def test_svm_trainer_uses_its_own_threshold_rule(features, tmp_path, monkeypatch):
+    """svm's threshold comes from the svm block (a number here), not from nn.threshold."""
+    import copy
+
+    import joblib
+    import mlflow
+
+    from xastopo.families import family
+    from xastopo.training.trainers import Context, train_svm
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    params = copy.deepcopy(dict(PARAMS))
+    params["svm_type"]["threshold"] = 0.37
+    data = {**features, "test": features["val"]}
+    with mlflow.start_run():
+        t = train_svm(family("svm_type"), Context(params, data, 14, features["train"]["X"].shape[2],
+                                                  [], tmp_path))
+    assert t.threshold == 0.37 and params["nn"]["threshold"] == "val_roc"
+    assert set(t.probs) == {"val", "test"} and t.extra == {"element_z": None}
+    saved = joblib.load(tmp_path / "model.joblib")
+    assert saved["features"] == "type_presence" and saved["element_z"] is None

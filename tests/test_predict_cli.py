@@ -188,3 +188,59 @@ def test_missing_or_damaged_model_dir_one_line(tmp_path: Path, exported_model_di
     shutil.copytree(exported_model_dir, d)
     (d / "model.onnx").write_bytes((d / "model.onnx").read_bytes()[:-10])
     assert_one_line_error(run_cli(str(src), *out, "--model-dir", str(d)), "checksum mismatch", "model.onnx")
+
+
+def test_two_halves(exported_model_dir: Path, sample_request: dict) -> None:
+    """request → arrays (InputBuilder, no ONNX session) collects every bad material with its index and
+    field; arrays → predictions (Predictor) gives the answers of `Predictor.predict` in order."""
+    from xastopo.inference import InputBuilder, Predictor
+    from xastopo.schema import PredictRequest
+
+    builder = InputBuilder(exported_model_dir)
+    assert not hasattr(builder, "session")
+    good = next(m for m in sample_request["materials"] if [s["element"] for s in m["spectra"]] == ["Cu"])
+    body, _ = _bad_json(good)["window"]
+    zn, _ = _bad_json(good)["no_statistics"]
+    mats = PredictRequest.model_validate({"materials": body["materials"] + zn["materials"][1:]}).materials
+    inputs = builder.build(mats)
+    assert [(e.index, e.field) for e in inputs.errors] == [(1, "spectra[0].energy"), (2, "spectra[0].element")]
+    assert inputs.valid == [0] and inputs.arrays[1] is None and inputs.arrays[2] is None
+    assert inputs.errors[1].item() == {"loc": "materials[2].spectra[0].element", "index": 2,
+                                       "field": "spectra[0].element", "message": inputs.errors[1].message}
+
+    predictor = Predictor(exported_model_dir, prefer_gpu=False)
+    req = PredictRequest.model_validate(sample_request).materials
+    inputs = predictor.build(req)
+    assert not inputs.errors
+    whole = predictor.predict_inputs(inputs)
+    assert whole == predictor.predict(req)
+    probs = predictor.probabilities(inputs.valid_arrays(), batch_size=7)  # chunked ONNX runs
+    chunked = builder.predictions(inputs, probs)
+    np.testing.assert_allclose([p.probability_topological for p in chunked],
+                               [p.probability_topological for p in whole], rtol=0, atol=1e-6)
+    assert [p.model_dump(exclude={"probability_topological"}) for p in chunked] == \
+        [p.model_dump(exclude={"probability_topological"}) for p in whole]
+
+
+def test_params_file_places_the_model(tmp_path: Path, exported_model_dir: Path, sample_request: dict) -> None:
+    """--params elsewhere: its relative serving.model_dir is taken from the params file's folder."""
+    import shutil
+
+    import yaml
+
+    conf = tmp_path / "conf"
+    shutil.copytree(exported_model_dir, conf / "model")
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["serving"]["model_dir"] = "model"
+    (conf / "params.yaml").write_text(yaml.safe_dump(params))
+    src = tmp_path / "req.json"
+    src.write_text(json.dumps({"materials": sample_request["materials"][:3]}))
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    r = run_cli(str(src), "--out", str(tmp_path / "o.csv"), "--params", str(conf / "params.yaml"), cwd=run_dir)
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(tmp_path / "o.csv")) == 3
+    params["serving"]["model_dir"] = "absent"
+    (conf / "params.yaml").write_text(yaml.safe_dump(params))
+    assert_one_line_error(run_cli(str(src), "--out", str(tmp_path / "o.csv"), "--params", str(conf / "params.yaml"),
+                                  cwd=run_dir), "model artifact missing", str(conf / "absent"))

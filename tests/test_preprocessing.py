@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from xastopo.config import load_params
 from xastopo.data.split import split_materials
 from xastopo.data.validation import SpectrumError
 from xastopo.preprocessing import ElementWindow, Preprocessor, normalize_on_grid, resample_linear
@@ -17,10 +20,18 @@ from xastopo.preprocessing.dataset import featurize_split, fit_preprocessor, rec
 # A window both Cu sources cover: processed rows span 8983.173 + 0..35 eV, raw ones start at most
 # at 8988.73 eV (PROVENANCE.md) and the default constant extrapolation tolerates 5 eV.
 CU_WINDOW = ElementWindow(lo=8985.5, hi=9017.5)
+PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 
 
-def cu_pre(**kw) -> Preprocessor:
-    return Preprocessor(elements={"Cu": ElementWindow(CU_WINDOW.lo, CU_WINDOW.hi)}, **kw)
+def params_pre(**featurize) -> Preprocessor:
+    """A Preprocessor as `featurize` makes it (settings from params.yaml), some settings overridden."""
+    return Preprocessor.from_params({**PARAMS, "featurize": {**PARAMS["featurize"], **featurize}})
+
+
+def cu_pre(window: ElementWindow = CU_WINDOW, **featurize) -> Preprocessor:
+    pre = params_pre(**featurize)
+    pre.elements = {"Cu": ElementWindow(window.lo, window.hi)}
+    return pre
 
 
 # ------------------------------------------------------------------ resampling
@@ -70,7 +81,7 @@ def test_window_not_covered_names_needed_range(all_spectra):
     """A processed Cu row (35 eV) cannot fill a 56 eV window; the error says what is needed."""
     row = all_spectra[(all_spectra["source"] == "omnixas_feff_processed")
                       & (all_spectra["absorbing_element"] == "Cu")].iloc[0]
-    pre = Preprocessor(elements={"Cu": ElementWindow(8985.5, 8985.5 + 56.0)})
+    pre = cu_pre(ElementWindow(8985.5, 8985.5 + 56.0))
     with pytest.raises(SpectrumError) as ei:
         pre.site_spectrum("Cu", row["energy"], row["mu"])
     assert ei.value.reason == "window_not_covered" and ei.value.field == "energy"
@@ -206,13 +217,52 @@ def test_standardization_fitted_on_train_only(split_records):
 
 def test_windows_fitted_from_train_coverage(split_records):
     train = split_records[split_records["split"] == "train"]
-    pre = Preprocessor(window_ev=56.0, coverage_quantile=0.9).fit_windows(
+    pre = params_pre(window_ev=56.0, coverage_quantile=0.9).fit_windows(
         (r.absorbing_element, record_sites(r)) for r in train.itertuples(index=False))
     for w in pre.elements.values():
         assert 0 < w.hi - w.lo <= 56.0 + 1e-9
     # Ti has only processed rows (35 eV): its window is cut below 35 eV, Cu's raw runs span 141 eV
     assert pre.elements["Ti"].hi - pre.elements["Ti"].lo < 35.0
     assert pre.elements["Cu"].hi - pre.elements["Cu"].lo == pytest.approx(56.0, abs=1e-3)
+
+
+def test_fit_returns_self_and_transform_matches_the_steps(split_records):
+    train = split_records[split_records["split"] == "train"]
+    items = [(r.absorbing_element, record_sites(r)) for r in train.itertuples(index=False)]
+    pre = params_pre()
+    assert pre.fit(items) is pre and sum(pre.rejected_.values()) == 0
+    el, sites = items[0]
+    np.testing.assert_array_equal(pre.transform(el, sites), pre.standardize(el, pre.element_spectrum(el, sites)))
+    x, z = pre.material_inputs({el: sites})
+    assert x.shape == (1, pre.n_points) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[0], pre.transform(el, sites).astype(np.float32))
+    # the fit report is not a setting: it is not saved
+    assert "rejected_" not in pre.to_dict()
+
+
+def test_settings_come_from_params_or_the_artifact_only():
+    """No setting has a default in code that could silently differ from params.yaml."""
+    fields = {f.name: f for f in dataclasses.fields(Preprocessor)}
+    settings = ("n_points", "window_ev", "coverage_quantile", "max_extrapolation_ev", "post_edge_ev",
+                "flat_run_tol", "min_points")
+    for name in settings:
+        assert fields[name].default is dataclasses.MISSING, name
+    with pytest.raises(TypeError):
+        Preprocessor()  # type: ignore[call-arg]
+    pre = Preprocessor.from_params(PARAMS)
+    assert pre.n_points == PARAMS["featurize"]["n_points"]
+    assert pre.min_points == PARAMS["ingest"]["min_points"]
+
+
+def test_load_features_checks_width_against_preprocessor(tmp_path):
+    from xastopo.preprocessing.dataset import load_features, save_arrays
+
+    pre = cu_pre(n_points=50)
+    x = np.zeros((2, 1, 40), np.float32)
+    save_arrays({"X": x, "Z": np.ones((2, 1), np.int64), "mask": np.ones((2, 1), np.float32)}, tmp_path / "a.npz")
+    with pytest.raises(ValueError, match="40 points but the fitted preprocessor has n_points=50"):
+        load_features(tmp_path / "a.npz", pre)
+    assert load_features(tmp_path / "a.npz", cu_pre(n_points=40))["X"].shape == (2, 1, 40)
 
 
 def test_single_training_spectrum_std_is_one():
@@ -229,7 +279,7 @@ def test_single_training_spectrum_std_is_one():
 
 def test_save_load_round_trip_and_checksum(tmp_path, split_records):
     train = split_records[split_records["split"] == "train"]
-    pre, _ = fit_preprocessor(Preprocessor(), train)
+    pre, _ = fit_preprocessor(params_pre(), train)
     path = tmp_path / "sub" / "preprocessor.json"
     sha = pre.save(path)
     assert sha == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,22 +1,23 @@
 """Batch prediction from files: parquet of site spectra or a JSON request → CSV, one row a material.
 
-Uses the Predictor (same code path as the service); several sites of one element are combined with
-the Preprocessor exactly as in training.
+A thin shell over :mod:`xastopo.inference` (the service's path): the file becomes a list of
+materials, :meth:`~xastopo.inference.InputBuilder.build` turns them into arrays (request → arrays) and
+:meth:`~xastopo.inference.Predictor.predict_inputs` into answers (arrays → predictions). Several
+sites of one element are combined by the Preprocessor exactly as in training.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
-from tqdm import tqdm
 
-from xastopo.inference import InputError, Predictor
-from xastopo.schema import Prediction, PredictRequest
+from xastopo import config
+from xastopo.inference import InputError, MaterialSites, Predictor
+from xastopo.schema import Prediction, PredictRequest, error_line, parse_request, request_errors
 
 CSV_COLUMNS = ["material_id", "probability_topological", "label", "elements_used", "warnings"]
 
@@ -25,35 +26,27 @@ class BatchInputError(ValueError):
     """The input file cannot be used; the message names the file, row or field."""
 
 
-def resolve_model_dir(model_dir: Path | None, params_path: Path) -> Path:
+def resolve_model_dir(model_dir: Path | None, params_path: Path | None = None) -> Path:
+    """``--model-dir`` if given, else :func:`xastopo.config.model_dir` (as the service resolves it)."""
     if model_dir is not None:
         return model_dir
-    if os.environ.get("XASTOPO_MODEL_DIR"):
-        return Path(os.environ["XASTOPO_MODEL_DIR"])
-    if params_path.is_file():
-        from xastopo.config import load_params
-
-        return Path(load_params(params_path).get("serving", {}).get("model_dir", "models/export"))
-    return Path("models/export")
+    return config.model_dir(config.load_params(params_path))
 
 
 def validation_message(exc: ValidationError) -> str:
-    """First pydantic error as 'materials[3].spectra[0].energy: message'."""
-    err = exc.errors()[0]
-    loc = ""
-    for part in err["loc"]:
-        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
+    """First schema error as 'materials[3].spectra[0].energy: message' (as the service words it)."""
+    return error_line(request_errors(exc)[0])
 
 
-def read_json_request(path: Path) -> PredictRequest:
+def read_json_request(path: Path, params_path: Path | None = None) -> PredictRequest:
+    """A JSON request, validated as the service validates it (with the serving size limits)."""
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BatchInputError(f"{path}: not valid JSON ({exc})") from exc
+    limits = config.serving_settings(config.load_params(params_path)).limits
     try:
-        return PredictRequest.model_validate(data)
+        return parse_request(data, limits)
     except ValidationError as exc:
         raise BatchInputError(f"{path}: {validation_message(exc)}") from exc
 
@@ -79,43 +72,47 @@ def parquet_materials(path: Path) -> list[tuple[str, dict[str, list]]]:
     return out
 
 
-def predict_file(input_path: Path, out: Path, model_dir: Path | None, params_path: Path,
-                 skip_invalid: bool = False, batch_size: int = 256) -> tuple[int, int]:
-    """Predict every material of ``input_path`` into ``out``; return (rows written, invalid)."""
-    if not input_path.is_file():
-        raise BatchInputError(f"{input_path}: file not found")
-    predictor = Predictor(resolve_model_dir(model_dir, params_path))
+def read_materials(input_path: Path, params_path: Path | None = None) -> list[MaterialSites]:
+    """The materials of a .json request or a .parquet of site spectra, in file order."""
     suffix = input_path.suffix.lower()
     if suffix == ".json":
-        req = read_json_request(input_path)
-        items = [(m.material_id, {s.element: [(s.energy, s.mu, 1.0)] for s in m.spectra},
-                  {s.element: j for j, s in enumerate(m.spectra)}) for m in req.materials]
-    elif suffix in (".parquet", ".pq"):
-        items = [(mid, spectra, None) for mid, spectra in parquet_materials(input_path)]
-    else:
-        raise BatchInputError(f"{input_path}: expected a .parquet or .json file")
-    rows: list[Prediction | dict] = [None] * len(items)  # type: ignore[list-item]
-    n_bad = 0
-    ok: list[tuple[int, tuple[np.ndarray, np.ndarray]]] = []
-    for i, (mid, spectra, positions) in enumerate(tqdm(items, desc="preprocess", unit="material", mininterval=1.0,
-                                            disable=len(items) < 200)):
-        try:
-            ok.append((i, predictor.sites_arrays(i, spectra, positions)))
-        except InputError as exc:
-            if not skip_invalid:
-                raise InputError(exc.index, exc.field, f"{exc.message} (material_id {mid})") from None
-            n_bad += 1
-            rows[i] = {"material_id": mid, "probability_topological": float("nan"), "label": "",
-                       "elements_used": "", "warnings": f"invalid: {exc}"}
-    for start in tqdm(range(0, len(ok), batch_size), desc="predict", unit="batch", disable=len(ok) < 1000):
-        chunk = ok[start:start + batch_size]
-        probs = predictor.predict_materials([a for _, a in chunk])
-        for (i, a), p in zip(chunk, probs, strict=True):
-            rows[i] = predictor.prediction(items[i][0], p, a[1])
+        return [MaterialSites.from_request(m) for m in read_json_request(input_path, params_path).materials]
+    if suffix in (".parquet", ".pq"):
+        return [MaterialSites(mid, spectra) for mid, spectra in parquet_materials(input_path)]
+    raise BatchInputError(f"{input_path}: expected a .parquet or .json file")
+
+
+def invalid_row(material_id: str, exc: InputError) -> dict:
+    return {"material_id": material_id, "probability_topological": float("nan"), "label": "",
+            "elements_used": "", "warnings": f"invalid: {exc}"}
+
+
+def write_csv(rows: list[Prediction | dict], out: Path) -> int:
     table = [r.model_dump() if isinstance(r, Prediction) else r for r in rows]
-    df = pd.DataFrame(table)[CSV_COLUMNS]
+    df = pd.DataFrame(table, columns=CSV_COLUMNS)[CSV_COLUMNS]
     df["elements_used"] = df["elements_used"].map(lambda v: ";".join(v) if isinstance(v, list) else v)
     df["warnings"] = df["warnings"].map(lambda v: " | ".join(v) if isinstance(v, list) else v)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
-    return len(df), n_bad
+    return len(df)
+
+
+def predict_file(input_path: Path, out: Path, model_dir: Path | None, params_path: Path | None = None,
+                 skip_invalid: bool = False, batch_size: int = 256) -> tuple[int, int]:
+    """Predict every material of ``input_path`` into ``out``; return (rows written, invalid).
+
+    A material that cannot be used stops the run with an InputError naming it, or with
+    ``skip_invalid`` becomes a row whose warning gives the reason.
+    """
+    if not input_path.is_file():
+        raise BatchInputError(f"{input_path}: file not found")
+    predictor = Predictor(resolve_model_dir(model_dir, params_path))
+    materials = read_materials(input_path, params_path)
+    inputs = predictor.build(materials, progress=True)
+    if inputs.errors and not skip_invalid:
+        exc = inputs.errors[0]
+        raise InputError(exc.index, exc.field, f"{exc.message} (material_id {materials[exc.index].material_id})")
+    answers = predictor.predict_inputs(inputs, batch_size, progress=True)
+    invalid = {exc.index: invalid_row(materials[exc.index].material_id, exc) for exc in inputs.errors}
+    rows = [a if a is not None else invalid[i] for i, a in enumerate(answers)]
+    return write_csv(rows, out), len(invalid)

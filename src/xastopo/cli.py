@@ -66,19 +66,21 @@ def predict(
                                  "or a JSON file in the service's request schema"),
     out: Path = typer.Option(..., "--out", help="CSV: material_id, probability_topological, label, "
                              "elements_used, warnings"),
-    model_dir: Path = typer.Option(None, help="exported model directory (default: serving.model_dir in "
-                                   "params.yaml, or XASTOPO_MODEL_DIR)"),
-    params: Path = typer.Option(Path("params.yaml"), help="parameter file"),
+    model_dir: Path = typer.Option(None, help="exported model directory (default: XASTOPO_MODEL_DIR, else "
+                                   "serving.model_dir of the parameter file, relative to it)"),
+    params: Path = typer.Option(None, help="parameter file (default: XASTOPO_PARAMS, else ./params.yaml, else "
+                                "the project's)"),
     skip_invalid: bool = typer.Option(False, help="write invalid materials as rows with a warning "
                                       "instead of stopping at the first one"),
 ) -> None:
     """Batch prediction for many materials (the same Predictor as the service)."""
     from xastopo.batch_predict import BatchInputError, predict_file
+    from xastopo.config import ConfigError
     from xastopo.inference import ArtifactError, InputError
 
     try:
         n, n_bad = predict_file(input, out, model_dir, params, skip_invalid)
-    except (BatchInputError, InputError, ArtifactError) as exc:
+    except (BatchInputError, InputError, ArtifactError, ConfigError) as exc:
         fail(str(exc))
     console.print(f"wrote {n} predictions to {out}" + (f" ({n_bad} invalid, see warnings)" if n_bad else ""))
 
@@ -136,16 +138,14 @@ def compare(
     print(comparison_markdown(res, base.resolve().name, other.resolve().name, split), end="")
 
 
-def _register_optional() -> None:
-    """Commands that live in their own modules register themselves here."""
-    try:
-        from xastopo.cli_simulate import register
-    except ImportError:
-        return
+def _register_commands() -> None:
+    """Commands that live in their own (entry-point) modules register themselves here."""
+    from xastopo.cli_simulate import register
+
     register(app)
 
 
-_register_optional()
+_register_commands()
 
 if __name__ == "__main__":
     app()

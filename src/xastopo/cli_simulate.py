@@ -47,9 +47,14 @@ def simulate(
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="LocalCluster workers (0 = one per core).")
     ] = None,
-    params: Annotated[Path, typer.Option("--params", help="params.yaml with a 'simulate:' block.")] = Path(
-        "params.yaml"
-    ),
+    params: Annotated[
+        Path | None,
+        typer.Option(
+            "--params",
+            help="params.yaml with a 'simulate:' block (default: XASTOPO_PARAMS, else ./params.yaml, else the "
+            "project's); keys it leaves out come from the project's params.yaml.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder (shards, manifest, cache).")
     ] = None,
@@ -57,6 +62,14 @@ def simulate(
         bool, typer.Option("--retry-failed", help="Recompute recorded failures.")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, compute nothing.")] = False,
+    elements: Annotated[
+        str | None,
+        typer.Option(
+            "--elements",
+            help="Only these absorbing elements' K edges (e.g. Cu,Ti,V), every unique site; "
+            "planned for every labeled material that has one, first element first.",
+        ),
+    ] = None,
 ) -> None:
     """Simulate K-edge XANES (FEFF10) of every absorbing element of the selected or planned materials.
 
@@ -65,7 +78,8 @@ def simulate(
     """
     try:
         summary = _simulate(
-            materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run
+            materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run,
+            _parse_elements(elements),
         )
     except (InputError, FileNotFoundError, ValueError, KeyError, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -74,15 +88,25 @@ def simulate(
     typer.echo(json.dumps(summary, sort_keys=True))
 
 
+def _parse_elements(spec: str | None) -> list[str] | None:
+    """Element symbols from 'Cu,Ti V'; an unknown symbol is an InputError naming it."""
+    if not spec:
+        return None
+    from .elements import SYMBOLS
+
+    els = [t for t in re.split(r"[\s,]+", spec) if t]
+    bad = [e for e in els if e not in SYMBOLS]
+    if bad:
+        raise InputError(f"--elements: not an element symbol: {', '.join(bad)}")
+    return list(dict.fromkeys(els))
+
+
 def _simulate(
-    materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run
+    materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run, elements
 ):
     from .simulate.settings import load_params
 
-    params_path = params if params.is_file() else None
-    if params_path is None and params != Path("params.yaml"):
-        raise InputError(f"params file not found: {params}")
-    cfg, raw_dir = load_params(params_path)
+    cfg, raw_dir = load_params(params)
     out_dir = Path(out) if out is not None else Path(cfg["out_dir"])
     n_materials = n_materials if n_materials is not None else cfg.get("n_materials")
     budget = budget_cpu_hours if budget_cpu_hours is not None else cfg.get("budget_cpu_hours")
@@ -103,14 +127,14 @@ def _simulate(
             raise InputError(
                 f"no structure for: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
             )
-        mats, skipped = prepare_materials(dict(zip(df.mp_id, df.cif, strict=True)), cfg)
+        mats, skipped = prepare_materials(dict(zip(df.mp_id, df.cif, strict=True)), cfg, only_elements=elements)
         if n_materials:
             mats = mats[: int(n_materials)]
         desc = f"{len(mats)} given materials"
     else:
         if n_materials is None and budget is None:
             raise InputError("give --materials, --n-materials or --budget-cpu-hours")
-        p = plan(cfg, raw_dir, out_dir, n_materials=n_materials, budget_cpu_hours=budget)
+        p = plan(cfg, raw_dir, out_dir, n_materials=n_materials, budget_cpu_hours=budget, elements=elements)
         mats, skipped = p.materials, p.skipped
         desc = p.describe()
     typer.echo(desc, err=True)

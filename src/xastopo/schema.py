@@ -2,22 +2,27 @@
 
 Generic checks (types, finite numbers, strictly increasing energy, matching lengths, known element
 symbols, no duplicate elements, size limits) live here as pydantic validators, so the service answers
-them with HTTP 400 naming the field, and the CLI reports the same words. Checks that need the fitted
-model (window coverage, elements with statistics) are added by :class:`xastopo.inference.Predictor`.
+them with HTTP 422 naming the field, and the CLI reports the same words. Checks that need the fitted
+model (window coverage, elements with statistics) are added by :class:`xastopo.inference.InputBuilder`.
+
+The size limits are not constants here: they are the serving settings (``serving.max_materials``,
+``serving.max_points`` of params.yaml, :attr:`xastopo.config.ServingSettings.limits`), passed as the
+validation context by :func:`parse_request`. Validated without a context, a request has no size limit.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from xastopo.elements import Z_OF
 
-# Defaults; the service and CLI override them from params.yaml (serving.*).
-MAX_POINTS = 5000
-MAX_MATERIALS = 256
+
+def _limit(info: ValidationInfo, name: str) -> int | None:
+    return (info.context or {}).get(name)
 
 
 class SpectrumIn(BaseModel):
@@ -39,9 +44,10 @@ class SpectrumIn(BaseModel):
 
     @field_validator("energy", "mu")
     @classmethod
-    def _finite(cls, v: list[float]) -> list[float]:
-        if len(v) > MAX_POINTS:
-            raise ValueError(f"too many points ({len(v)} > {MAX_POINTS})")
+    def _finite(cls, v: list[float], info: ValidationInfo) -> list[float]:
+        most = _limit(info, "max_points")
+        if most is not None and len(v) > most:
+            raise ValueError(f"too many points ({len(v)} > {most})")
         bad = [i for i, x in enumerate(v) if not math.isfinite(x)]
         if bad:
             raise ValueError(f"contains NaN or infinite values (first at index {bad[0]})")
@@ -91,12 +97,18 @@ class PredictRequest(BaseModel):
 
     @field_validator("materials")
     @classmethod
-    def _count(cls, v: list[MaterialIn]) -> list[MaterialIn]:
+    def _count(cls, v: list[MaterialIn], info: ValidationInfo) -> list[MaterialIn]:
         if not v:
             raise ValueError("no materials")
-        if len(v) > MAX_MATERIALS:
-            raise ValueError(f"too many materials ({len(v)} > {MAX_MATERIALS})")
+        most = _limit(info, "max_materials")
+        if most is not None and len(v) > most:
+            raise ValueError(f"too many materials ({len(v)} > {most})")
         return v
+
+
+def parse_request(data: Any, limits: Mapping[str, int] | None = None) -> PredictRequest:
+    """Validate a request body; ``limits`` = {max_materials, max_points} (the serving settings')."""
+    return PredictRequest.model_validate(data, context=dict(limits or {}))
 
 
 class Prediction(BaseModel):
@@ -115,3 +127,35 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
     model_name: str
     model_version: str
+
+
+# ------------------------------------------------------------------------------- errors
+def error_item(loc: str, message: str, index: int | None = None, field: str | None = None) -> dict[str, Any]:
+    """One entry of an error answer: where (``materials[3].spectra[0].energy``), which material, what."""
+    return {"loc": loc, "index": index, "field": field, "message": message}
+
+
+def error_line(item: dict[str, Any]) -> str:
+    """``loc: message`` (the service's ``error`` and the CLI's error line)."""
+    return f"{item['loc']}: {item['message']}" if item["loc"] else item["message"]
+
+
+def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic errors → [{loc: 'materials[3].spectra[0].energy', index: 3, field: 'spectra[0].energy', ...}]."""
+    out = []
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc, index = "", None
+        parts = list(err["loc"])
+        for part in parts:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        field = None
+        if len(parts) >= 2 and parts[0] == "materials" and isinstance(parts[1], int):
+            index = parts[1]
+            field = loc.split("]", 1)[1].lstrip(".") or None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if len(parts) == 4 and parts[2] == "spectra":  # a spectrum-level check: name its field
+            first = msg.split(" ", 1)[0]
+            if first in ("energy", "mu", "kind"):
+                loc, field = f"{loc}.{first}", f"{field}.{first}"
+        out.append(error_item(loc, msg, index, field))
+    return out or [error_item("", "invalid request")]

@@ -1,6 +1,7 @@
 """End to end: `dvc repro` on a copy of the repo, then no-op rerun, then only `featurize` on n_points.
 
-Runs the real pipeline (~30 s per full run) against ../shared/data. Marked slow.
+Runs the data part of the real pipeline (~30 s) against ../shared/data, and checks the per-family
+train stages dvc.yaml declares. Marked slow.
 """
 
 from __future__ import annotations
@@ -67,11 +68,11 @@ def dvc(repo: Path, *args: str) -> str:
 
 
 def ran(out: str) -> set[str]:
-    return set(re.findall(r"Running stage '([\w-]+)'", out))
+    return set(re.findall(r"Running stage '([\w@.-]+)'", out))
 
 
 def skipped(out: str) -> set[str]:
-    return set(re.findall(r"Stage '([\w-]+)' didn't change, skipping", out))
+    return set(re.findall(r"Stage '([\w@.-]+)' didn't change, skipping", out))
 
 
 def test_repro_twice_then_n_points_reruns_only_featurize(repo):
@@ -106,3 +107,21 @@ def test_repro_twice_then_n_points_reruns_only_featurize(repo):
             assert z["X"].shape[-1] == 100, name
     assert json.loads((repo / "models/preprocessor.json").read_text())["n_points"] == 100
     assert "up to date" in dvc(repo, "status", "--with-deps", TARGET)
+
+
+def test_one_train_stage_per_registered_family(repo):
+    """dvc.yaml's `foreach` makes train@<family> for exactly params.yaml train.families, each a
+    family of the registry; report, select and export follow them."""
+    import yaml
+
+    from xastopo.families import FAMILIES, pipeline_families
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    names = [f.name for f in pipeline_families(params)]
+    assert set(names) <= set(FAMILIES)
+    listed = dvc(repo, "stage", "list", "--name-only").split()
+    assert [s for s in listed if s.startswith("train@")] == [f"train@{n}" for n in names]
+    assert {"report", "select", "export"} <= set(listed)
+    # nn_type_only inherits the nn block through a YAML merge key; DVC tracks the merged values
+    assert params["nn_type_only"]["dropout"] == params["nn"]["dropout"]
+    assert params["nn_type_only"]["lr"] != params["nn"]["lr"]

@@ -149,6 +149,37 @@ def test_predictions_match_onnx_session_and_cli(server: Server, exported_model_d
     assert df["elements_used"].tolist() == [";".join(p["elements_used"]) for p in out["predictions"]]
 
 
+def test_service_and_cli_answer_identically(server: Server, exported_model_dir: Path, sample_request: dict,
+                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same real request through the server and through `xastopo predict` (both over the
+    inference halves): same materials, probabilities, labels, elements and warnings; and the CLI,
+    given the server's environment, resolves the model directory the server reports."""
+    r = post(server, "/predict", sample_request)
+    assert r.status_code == 200, r.text
+    served = r.json()["predictions"]
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps(sample_request))
+    csv = tmp_path / "out.csv"
+    env = {**os.environ, "XASTOPO_MODEL_DIR": str(exported_model_dir),
+           "XASTOPO_PARAMS": str(server.log.parent / "params.yaml")}  # the server's params (beside its log)
+    cli = subprocess.run([str(BIN / "xastopo"), "predict", str(req), "--out", str(csv)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    df = pd.read_csv(csv, keep_default_na=False)
+    assert df["material_id"].tolist() == [p["material_id"] for p in served]
+    np.testing.assert_allclose(df["probability_topological"].to_numpy(float),
+                               [p["probability_topological"] for p in served], rtol=0, atol=ATOL)
+    assert df["label"].tolist() == [p["label"] for p in served]
+    assert df["elements_used"].tolist() == [";".join(p["elements_used"]) for p in served]
+    assert df["warnings"].tolist() == [" | ".join(p["warnings"]) for p in served]
+
+    from xastopo.batch_predict import resolve_model_dir
+
+    for key in ("XASTOPO_MODEL_DIR", "XASTOPO_PARAMS"):
+        monkeypatch.setenv(key, env[key])
+    assert post(server, "/metadata").json()["serving"]["model_dir"] == str(resolve_model_dir(None))
+
+
 def test_metadata(server: Server, exported_model_dir: Path) -> None:
     r = post(server, "/metadata")
     assert r.status_code == 200, r.text
@@ -338,6 +369,21 @@ def test_bad_artifact_stops_startup_with_one_clear_message(tmp_path: Path, expor
     assert len(lines) <= 3, lines
 
 
+def test_bad_params_stops_startup_with_one_line(tmp_path: Path, exported_model_dir: Path) -> None:
+    """A serving setting missing from params.yaml: one line naming the key, before any worker starts."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    del params["serving"]["max_batch_size"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = base_env(tmp_path / "home")
+    env.update(XASTOPO_MODEL_DIR=str(exported_model_dir), XASTOPO_PARAMS=str(tmp_path / "params.yaml"))
+    r = subprocess.run([str(BIN / "bentoml"), "serve", "serving.service:XasTopo", "--host", "127.0.0.1",
+                        "--port", str(free_port())], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert lines == ["xastopo: cannot start: params.yaml: missing key 'serving.max_batch_size'"], lines
+
+
 def test_built_bento_serves_same_predictions(tmp_path: Path, exported_model_dir: Path, sample_request: dict,
                                              ref_predictions: list) -> None:
     ctx = tmp_path / "ctx"
@@ -351,11 +397,22 @@ def test_built_bento_serves_same_predictions(tmp_path: Path, exported_model_dir:
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert b.returncode == 0, b.stdout + b.stderr
     tag = re.search(r"xastopo:[a-z0-9]+", b.stdout + b.stderr).group(0)
-    src = tmp_path / "bentoml_home" / "bentos" / "xastopo" / tag.split(":")[1] / "src"
+    bento = tmp_path / "bentoml_home" / "bentos" / "xastopo" / tag.split(":")[1]
+    src = bento / "src"
     assert (src / "models" / "export" / "model.onnx").is_file() and (src / "src" / "xastopo" / "inference.py").is_file()
-    # serve from elsewhere, with no model dir or params in the environment: the bento's own copies
+    package = {p.relative_to(ctx / "src") for p in (ctx / "src" / "xastopo").rglob("*.py")}
+    assert {p.relative_to(src / "src") for p in (src / "src" / "xastopo").rglob("*.py")} == package
+    # as in the image: the bento's environment (PYTHONPATH to its own copy of the package; the
+    # image's BENTO_PATH is here the bento's folder), no model dir or params given, served from
+    # elsewhere: the bento's own package, model and params.yaml
+    envs = {e["name"]: e["value"] for e in yaml.safe_load((bento / "bento.yaml").read_text())["envs"]}
+    assert envs["PYTHONPATH"].startswith("/home/bentoml/bento/")
+    env["PYTHONPATH"] = str(bento / envs["PYTHONPATH"].removeprefix("/home/bentoml/bento/"))
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
+    where = subprocess.run([str(BIN / "python"), "-c", "import xastopo.config as c; print(c.PROJECT_ROOT)"],
+                           cwd=run_dir, env=env, capture_output=True, text=True, timeout=60)
+    assert Path(where.stdout.strip()) == src.resolve(), where.stdout + where.stderr
     srv = Server(tag, env, run_dir, tmp_path / "bento_serve.log")
     try:
         srv.wait_ready()

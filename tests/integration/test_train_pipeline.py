@@ -1,5 +1,6 @@
-"""End to end: the full `dvc repro` (data → train → select → export) in a temp copy of the repo,
-with short training settings, a real MLflow store in a temp dir read back with MlflowClient."""
+"""End to end: the full `dvc repro` (data → train@<family> → report → select → export) in a temp copy
+of the repo, with short training settings, a real MLflow store in a temp dir read back with
+MlflowClient; then one family's parameter changed reruns that family alone."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import pytest
 import yaml
 from test_dvc_pipeline import REPO_ROOT, _git_files, dvc, ran
 
+from xastopo.families import ORDER
+
 pytestmark = pytest.mark.slow
-MODELS = ("nn", "nn_type_only", "svm", "svm_type", "pca_kmeans", "composition")
+MODELS = ORDER  # every registered family is trained by the shipped params.yaml (checked below)
+DATA_STAGES = {"ingest", "assemble", "split", "featurize"}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,9 @@ def monkeypatch_module():
 
 def test_full_repro_runs_every_stage_then_nothing(pipeline):
     repo, _, out = pipeline
-    assert ran(out) == {"ingest", "assemble", "split", "featurize", "train", "select", "export"}, out
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert tuple(params["train"]["families"]) == MODELS
+    assert ran(out) == DATA_STAGES | {f"train@{m}" for m in MODELS} | {"report", "select", "export"}, out
     again = dvc(repo, "repro")
     assert ran(again) == set(), again
     assert "Data and pipelines are up to date" in dvc(repo, "status")
@@ -82,6 +88,11 @@ def test_mlflow_parent_child_runs_metrics_and_champion_alias(pipeline):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1
     assert sorted(r.info.run_name for r in children) == sorted(MODELS)
+    parent = parents[0]  # one per pipeline run, though each family trains in its own stage
+    assert parent.info.status == "FINISHED"  # closed by the report stage
+    assert parent.data.params["n_points"] == "200" and parent.data.tags["dvc_data_hash"] not in ("", "unknown")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"comparison.md", "plots",
+                                                                           "preprocessor.json"}
     for r in children:
         assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert r.data.tags["dvc_data_hash"] not in ("", "unknown")
@@ -102,8 +113,46 @@ def test_mlflow_parent_child_runs_metrics_and_champion_alias(pipeline):
 
 
 
+def test_changing_svm_C_reruns_only_the_svm_family(pipeline):
+    """Each family tracks its own params block: svm.C reruns train@svm, then report and select; the
+    networks do not. An unchanged champion keeps its registry version, so export does not rerun."""
+    repo, uri, _ = pipeline
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    before = json.loads((repo / "models/champion.json").read_text())
+    try:
+        params = yaml.safe_load(original)
+        params["svm"]["C"] = 2.0
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        status = dvc(repo, "status")
+        assert re.findall(r"(?m)^([\w@.-]+):$", status) == ["train@svm"], status
+        out = dvc(repo, "repro")
+        after = json.loads((repo / "models/champion.json").read_text())
+        expected = {"train@svm", "report", "select"}
+        if "svm" in (before["model"], after["model"]):
+            expected.add("export")
+        else:
+            assert after == before  # same model, same registry version: nothing to export again
+        assert ran(out) == expected, out
+        assert "Data and pipelines are up to date" in dvc(repo, "status")
+    finally:
+        params_file.write_text(original)
+    # the rerun was one more pipeline run: a parent run with the svm child alone, closed by report
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("xastopo").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 2 and all(r.info.status == "FINISHED" for r in parents)
+    newest = max(parents, key=lambda r: r.info.start_time)
+    kids = [r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == newest.info.run_id]
+    assert kids == ["svm"]
+    assert {a.path for a in client.list_artifacts(newest.info.run_id)} >= {"comparison.md", "plots"}
+    dvc(repo, "repro")  # back to the shipped parameters for the next test
+
+
 def test_training_with_simulated_materials_keeps_the_test_materials(pipeline, tmp_path):
-    """Adding feff10_sim to the training sources (a copy of the run, `dvc repro` there): only the
+    """Adding feff10_sim to the training sources (a copy of the run, `dvc repro train@nn` there): only the
     simulated materials join, all in train; validation and test are the same materials, so
     `xastopo compare` can set the two NNs side by side. Runs last: it adds runs to the MLflow store."""
     import shutil
@@ -118,8 +167,8 @@ def test_training_with_simulated_materials_keeps_the_test_materials(pipeline, tm
     params = yaml.safe_load((other / "params.yaml").read_text())
     params["assemble"]["train_sources"] = [*params["assemble"]["train_sources"], "feff10_sim"]
     (other / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = dvc(other, "repro")
-    assert {"assemble", "split", "featurize", "train"} <= ran(out) and "ingest" not in ran(out), out
+    out = dvc(other, "repro", "train@nn")  # the NN alone: one family's stage and what it needs
+    assert ran(out) == {"assemble", "split", "featurize", "train@nn"}, out
     a = pd.read_csv(repo / "data/interim/split.csv").set_index("mp_id")["split"]
     b = pd.read_csv(other / "data/interim/split.csv").set_index("mp_id")["split"]
     new = b.index.difference(a.index)

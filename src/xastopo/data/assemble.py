@@ -16,22 +16,12 @@ import pandas as pd
 
 from xastopo.data.ingest import EXPERIMENTAL_SOURCES
 from xastopo.data.labels import usable_labels
-from xastopo.data.validation import real_range
-from xastopo.preprocessing.spectrum import max_negative_jump
+from xastopo.data.quality import max_negative_jump, own_range_normalized
 
 RECORD_COLUMNS = [
     "mp_id", "absorbing_element", "spectrum_ids", "sources", "sites", "weights", "energy", "mu",
     "weighting", "n_classes_present", "n_classes_total",
 ]
-
-
-def own_range_normalized(energy: np.ndarray, mu: np.ndarray, post_edge_ev: float, tol: float) -> np.ndarray:
-    """Normalize a spectrum on its own real range (used only to judge it physical)."""
-    lo, hi = real_range(energy, mu, tol)
-    e, m = energy[lo : hi + 1], np.asarray(mu[lo : hi + 1], float)
-    post = m[e >= e[-1] - post_edge_ev].mean()
-    step = post - m[0]
-    return (m - m[0]) / step if step > 0 else np.full_like(m, np.nan)
 
 
 def assemble(
@@ -52,8 +42,37 @@ def assemble(
     Materials made only of ``simulated_sources`` records must have every element in
     ``simulated_required_elements[mp_id]`` with all its unique sites, or they are dropped.
     """
-    report: dict = {}
     drop: Counter = Counter()
+    experimental, s = select_sites(sites, exclude_elements, train_sources, drop)
+    s = drop_unphysical(s, max_negative_jump_threshold, post_edge_ev, flat_run_tol, drop)
+    s = one_source_per_site(s, source_priority, drop)
+    rec, stats = build_records(s, equivalence)
+    drop["symmetry_equivalent_duplicate_site"] = stats.pop("symmetry_duplicates")
+    n_incomplete = 0
+    if simulated_sources:
+        rec, incomplete = drop_incomplete_simulated(rec, simulated_required_elements or {}, simulated_sources)
+        n_incomplete = len(incomplete)
+    labeled, unlabeled, label_drops = join_labels(rec, labels)
+    report = {
+        "site_rows_dropped": dict(sorted(drop.items())),
+        "labels_dropped": label_drops,
+        "records": {
+            "element_records": int(len(rec)),
+            "by_weighting": dict(sorted(stats["weighting"].items())),
+            "partial_sites_records": int(stats["partial"]),
+            "simulated_materials_incomplete_dropped": int(n_incomplete),
+            "partial_sites_note": "records whose structure has more symmetry-unique sites of the element than "
+            "spectra present; the present sites are weighted by multiplicity and the rest are missing",
+        },
+        "materials": material_counts(labeled, unlabeled, simulated_sources or []),
+    }
+    return labeled, unlabeled, experimental, report
+
+
+def select_sites(
+    sites: pd.DataFrame, exclude_elements: list[str], train_sources: list[str], drop: Counter
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(measured rows, kept for the experimental path; rows of usable elements from training sources)."""
     experimental = sites[sites["source"].isin(EXPERIMENTAL_SOURCES)].reset_index(drop=True)
     s = sites[~sites["source"].isin(EXPERIMENTAL_SOURCES)]
     drop["experimental_kept_for_experimental_path"] = len(experimental)
@@ -62,18 +81,24 @@ def assemble(
     s = s[~excl]
     not_train = ~s["source"].isin(train_sources)
     drop["source_not_in_train_sources"] = int(not_train.sum())
-    s = s[~not_train].copy()
+    return experimental, s[~not_train].copy()
 
-    # unphysical spectra: a large drop anywhere in the edge-step-normalized spectrum
+
+def drop_unphysical(
+    s: pd.DataFrame, threshold: float, post_edge_ev: float, flat_run_tol: float, drop: Counter
+) -> pd.DataFrame:
+    """Drop spectra with a large drop anywhere in the edge-step-normalized spectrum, or no edge step."""
     jumps = np.array([
         max_negative_jump(own_range_normalized(e, m, post_edge_ev, flat_run_tol))
         for e, m in zip(s["energy"], s["mu"], strict=True)
     ])
-    bad = ~(jumps <= max_negative_jump_threshold)  # NaN (no edge step) counts as bad
+    bad = ~(jumps <= threshold)  # NaN (no edge step) counts as bad
     drop["unphysical_negative_jump_or_no_edge"] = int(bad.sum())
-    s = s[~bad].copy()
+    return s[~bad].copy()
 
-    # the same site from several sources: keep the highest-priority source
+
+def one_source_per_site(s: pd.DataFrame, source_priority: list[str], drop: Counter) -> pd.DataFrame:
+    """The same site from several sources: keep the highest-priority one; never mix methods in a record."""
     rank = {src: i for i, src in enumerate(source_priority)}
     s["_rank"] = s["source"].map(lambda x: rank.get(x, len(rank)))
     s["_site"] = s["site"].fillna(-1).astype("int64")
@@ -87,47 +112,44 @@ def assemble(
     best = s.groupby(["mp_id", "absorbing_element"])["_rank"].transform("min")
     other = s["_rank"] > best
     drop["other_source_for_same_element"] = int(other.sum())
-    s = s[~other]
+    return s[~other]
 
+
+def site_weights(
+    el: str, g: pd.DataFrame, eq: dict[int, tuple[int, int, str]] | None
+) -> tuple[list[int], list[float], int, int, str, int]:
+    """(rows kept, their weights, classes present, classes total, weighting, symmetry duplicates)."""
+    if "multiplicity" in g.columns and g["multiplicity"].notna().all():
+        # simulated shards carry their own symmetry analysis
+        n_total = int(g["n_equivalent_classes_element"].max())
+        return list(range(len(g))), g["multiplicity"].astype(float).tolist(), len(g), n_total, "multiplicity", 0
+    if eq is not None and (g["_site"] >= 0).all() and all(int(i) in eq and eq[int(i)][2] == el for i in g["_site"]):
+        seen: set[int] = set()
+        keep, weights, dups = [], [], 0
+        for j, i in enumerate(g["_site"]):
+            cls, mult, _ = eq[int(i)]
+            if cls in seen:
+                dups += 1
+                continue
+            seen.add(cls)
+            keep.append(j)
+            weights.append(float(mult))
+        n_total = len({c for c, _, e in eq.values() if e == el})
+        return keep, weights, len(seen), n_total, "multiplicity", dups
+    return list(range(len(g))), [1.0] * len(g), len(g), -1, "equal_no_structure", 0
+
+
+def build_records(
+    s: pd.DataFrame, equivalence: dict[str, dict[int, tuple[int, int, str]]]
+) -> tuple[pd.DataFrame, dict]:
+    """One record per (material, element) with its sites' weights; counts of weighting kinds."""
     records = []
-    weighting_counts: Counter = Counter()
-    n_symmetry_duplicates = 0
-    n_partial = 0
+    stats: dict = {"weighting": Counter(), "symmetry_duplicates": 0, "partial": 0}
     for (mp, el), g in s.groupby(["mp_id", "absorbing_element"], sort=True):
-        eq = equivalence.get(mp)
-        sim_mult = "multiplicity" in g.columns and g["multiplicity"].notna().all()
-        if sim_mult:
-            # simulated shards carry their own symmetry analysis
-            weights = g["multiplicity"].astype(float).tolist()
-            keep = list(range(len(g)))
-            n_total = int(g["n_equivalent_classes_element"].max())
-            n_present = len(g)
-            weighting = "multiplicity"
-        elif eq is not None and (g["_site"] >= 0).all() and all(
-            int(i) in eq and eq[int(i)][2] == el for i in g["_site"]
-        ):
-            seen: set[int] = set()
-            keep, weights = [], []
-            for j, i in enumerate(g["_site"]):
-                cls, mult, _ = eq[int(i)]
-                if cls in seen:
-                    n_symmetry_duplicates += 1
-                    continue
-                seen.add(cls)
-                keep.append(j)
-                weights.append(float(mult))
-            n_total = len({c for c, _, e in eq.values() if e == el})
-            n_present = len(seen)
-            weighting = "multiplicity"
-        else:
-            keep = list(range(len(g)))
-            weights = [1.0] * len(g)
-            n_total = -1
-            n_present = len(g)
-            weighting = "equal_no_structure"
-        if n_total > 0 and n_present < n_total:
-            n_partial += 1
-        weighting_counts[weighting] += 1
+        keep, weights, n_present, n_total, weighting, dups = site_weights(el, g, equivalence.get(mp))
+        stats["symmetry_duplicates"] += dups
+        stats["partial"] += int(0 < n_total and n_present < n_total)
+        stats["weighting"][weighting] += 1
         gg = g.iloc[keep]
         records.append({
             "mp_id": mp, "absorbing_element": el,
@@ -138,13 +160,11 @@ def assemble(
             "mu": [np.asarray(x, float) for x in gg["mu"]],
             "weighting": weighting, "n_classes_present": n_present, "n_classes_total": n_total,
         })
-    rec = pd.DataFrame(records, columns=RECORD_COLUMNS)
-    drop["symmetry_equivalent_duplicate_site"] = n_symmetry_duplicates
-    n_incomplete = 0
-    if simulated_sources:
-        rec, incomplete = drop_incomplete_simulated(rec, simulated_required_elements or {}, simulated_sources)
-        n_incomplete = len(incomplete)
+    return pd.DataFrame(records, columns=RECORD_COLUMNS), stats
 
+
+def join_labels(rec: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(labeled records, unlabeled records with their label status, label rows dropped by reason)."""
     lab, label_drops = usable_labels(labels)
     merged = rec.merge(lab, on="mp_id", how="left")
     labeled = merged[merged["label"].notna()].reset_index(drop=True)
@@ -153,22 +173,16 @@ def assemble(
     unlabeled = unlabeled.assign(
         label_status=unlabeled["mp_id"].map(raw_label).fillna("not_in_labels")
     ).reset_index(drop=True)
+    return labeled, unlabeled, label_drops
 
-    report["site_rows_dropped"] = dict(sorted(drop.items()))
-    report["labels_dropped"] = label_drops
-    report["records"] = {
-        "element_records": int(len(rec)),
-        "by_weighting": dict(sorted(weighting_counts.items())),
-        "partial_sites_records": int(n_partial),
-        "simulated_materials_incomplete_dropped": int(n_incomplete),
-        "partial_sites_note": "records whose structure has more symmetry-unique sites of the element than "
-        "spectra present; the present sites are weighted by multiplicity and the rest are missing",
-    }
-    report["materials"] = {
+
+def material_counts(labeled: pd.DataFrame, unlabeled: pd.DataFrame, simulated_sources: list[str]) -> dict:
+    """The report's material counts: labeled by origin and class, unlabeled by status, absorbers per material."""
+    origin = only_from(labeled["sources"], simulated_sources).groupby(labeled["mp_id"]).all()
+    return {
         "labeled": int(labeled["mp_id"].nunique()),
         "labeled_records": int(len(labeled)),
-        "labeled_by_origin": {k: int(v) for k, v in only_from(labeled["sources"], simulated_sources or [])
-                              .groupby(labeled["mp_id"]).all().map({True: "simulated_only", False: "shipped"})
+        "labeled_by_origin": {k: int(v) for k, v in origin.map({True: "simulated_only", False: "shipped"})
                               .value_counts().sort_index().items()},
         "unlabeled_for_screening": int(unlabeled["mp_id"].nunique()),
         "unlabeled_by_status": {k: int(v) for k, v in
@@ -178,7 +192,6 @@ def assemble(
         "labeled_absorbers_per_material": {str(k): int(v) for k, v in
                                            labeled.groupby("mp_id").size().value_counts().sort_index().items()},
     }
-    return labeled, unlabeled, experimental, report
 
 
 def only_from(sources: pd.Series, allowed: list[str]) -> pd.Series:

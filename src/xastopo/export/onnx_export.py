@@ -2,28 +2,49 @@
 
 The NN is exported with torch.onnx (dynamo) as the probability graph; an SVM champion with
 skl2onnx on its feature vector (the Predictor builds that vector from the same padded inputs).
+The registry (``xastopo.families``) names each family's exporter: ``exporter(model_dir, onnx_path,
+preprocessor) -> Exported``; the spectra's width is the fitted preprocessor's ``n_points``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import joblib
 import numpy as np
 import onnx
 
-from xastopo.inference import sha256_file
+from xastopo.artifacts import sha256_file
+
+if TYPE_CHECKING:
+    from xastopo.preprocessing.preprocessor import Preprocessor
 
 
-def export_nn(model_pt: Path, out: Path, n_points: int) -> tuple[object, callable]:
-    """Export the saved network; return (torch module, framework predict function)."""
+@dataclass
+class Exported:
+    """An exported family: the framework's probabilities on the graph's inputs (for the parity
+    check) and, for the concatenated-spectra SVM, the training element order (metadata)."""
+
+    framework: Callable[[dict], np.ndarray]
+    element_z: list[int] | None = None
+
+
+def export_nn(model_pt: Path, out: Path, n_points: int) -> tuple[object, Callable[[dict], np.ndarray]]:
+    """Export the saved network for spectra of ``n_points`` (the preprocessor's); return (torch
+    module, framework predict function)."""
     import torch
 
     from xastopo.models.nn import ProbabilityModel, build_net
 
     ckpt = torch.load(model_pt, map_location="cpu", weights_only=False)
-    net = build_net({"nn": ckpt["config"]}, ckpt["n_points"], ckpt["use_spectra"])
+    if ckpt.get("n_points", n_points) != n_points:
+        raise ValueError(f"{model_pt}: trained on spectra of {ckpt['n_points']} points, but the preprocessor has "
+                         f"n_points={n_points} (retrain: `dvc repro`)")
+    net = build_net({"nn": ckpt["config"]}, n_points, ckpt["use_spectra"])
     net.load_state_dict(ckpt["state_dict"])
     model = ProbabilityModel(net).eval()
     x = torch.zeros(2, 2, n_points)
@@ -43,7 +64,8 @@ def export_nn(model_pt: Path, out: Path, n_points: int) -> tuple[object, callabl
     return model, framework
 
 
-def export_svm(model_joblib: Path, out: Path) -> tuple[object, callable, list[int] | None]:
+def export_svm(model_joblib: Path, out: Path) -> tuple[object, Callable[[dict], np.ndarray], list[int] | None]:
+    """Export the saved SVC on its feature vector; return (classifier, framework function, element order)."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
@@ -60,6 +82,18 @@ def export_svm(model_joblib: Path, out: Path) -> tuple[object, callable, list[in
     return clf, framework, saved.get("element_z")
 
 
+def export_network(model_dir: Path, out: Path, pre: Preprocessor) -> Exported:
+    """Exporter of the network families (``models/<name>/model.pt``)."""
+    _, framework = export_nn(Path(model_dir) / "model.pt", out, pre.n_points)
+    return Exported(framework)
+
+
+def export_svc(model_dir: Path, out: Path, pre: Preprocessor) -> Exported:
+    """Exporter of the SVM families (``models/<name>/model.joblib``)."""
+    _, framework, element_z = export_svm(Path(model_dir) / "model.joblib", out)
+    return Exported(framework, element_z)
+
+
 def set_metadata(path: Path, meta: dict) -> None:
     """Write string metadata_props into the ONNX file (model name/version, run id, hashes...)."""
     model = onnx.load(str(path))
@@ -73,9 +107,9 @@ def set_metadata(path: Path, meta: dict) -> None:
     onnx.checker.check_model(str(path))
 
 
-def parity(predictor, framework, arrays: dict, atol: float) -> dict:
-    """ONNX Runtime vs framework probabilities and labels on a whole split."""
-    inputs = predictor.model_inputs(arrays["X"], arrays["Z"], arrays["mask"])
+def parity(predictor, framework, inputs: dict, arrays: dict, atol: float) -> dict:
+    """ONNX Runtime (through the Predictor, from the padded ``arrays``) vs the framework (on the
+    graph's ``inputs`` built from the same arrays) probabilities and labels on a whole split."""
     p_ort = predictor.predict_arrays(arrays["X"], arrays["Z"], arrays["mask"])
     p_fw = framework(inputs)
     thr = predictor.threshold

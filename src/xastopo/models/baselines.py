@@ -20,28 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-from xastopo.elements import N_TYPES
-
-
-def concat_features(x: np.ndarray, z: np.ndarray, mask: np.ndarray, element_z: list[int]) -> np.ndarray:
-    """[N, A, P] padded spectra → [N, len(element_z) · P], zero where an element is absent."""
-    n, _, p = x.shape
-    out = np.zeros((n, len(element_z) * p), dtype=np.float32)
-    col = {zz: i for i, zz in enumerate(element_z)}
-    for i in range(n):
-        for a in range(z.shape[1]):
-            if mask[i, a] > 0 and int(z[i, a]) in col:
-                k = col[int(z[i, a])]
-                out[i, k * p : (k + 1) * p] = x[i, a]
-    return out
-
-
-def type_features(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Atom-type presence: [N, 93] one-hot of the absorbing elements' Z."""
-    out = np.zeros((z.shape[0], N_TYPES), dtype=np.float32)
-    for i in range(z.shape[0]):
-        out[i, z[i][mask[i] > 0]] = 1.0
-    return out
+from xastopo.preprocessing.features import concat_features, type_features  # noqa: F401 (re-export)
 
 
 def hungarian_assignment(clusters: np.ndarray, labels: np.ndarray, n_clusters: int = 2,

@@ -29,10 +29,11 @@ class XasTopoNet(nn.Module):
     """Spectra ⊗ atom types, summed over absorbers → P(topological) logit.
 
     ``use_spectra=False`` is the type-only ablation: the material vector is the masked sum of type
-    embeddings (93), fed to the same head.
+    embeddings (93), fed to the same head. ``n_points`` (the spectra's width) has no default: it is
+    the fitted preprocessor's (``models/preprocessor.json``), see :func:`build_net`.
     """
 
-    def __init__(self, n_points: int = 200, spec_hidden: int = 256, spec_out: int = 64,
+    def __init__(self, n_points: int, spec_hidden: int = 256, spec_out: int = 64,
                  type_embed: int = N_TYPES, head_hidden: tuple[int, ...] = (256, 64),
                  dropout: float = 0.5, use_spectra: bool = True) -> None:
         super().__init__()
@@ -70,6 +71,7 @@ class ProbabilityModel(nn.Module):
 
 
 def build_net(params: dict, n_points: int, use_spectra: bool) -> XasTopoNet:
+    """The network of a params block (``{"nn": block}``) for spectra of ``n_points`` (the preprocessor's)."""
     p = params["nn"]
     return XasTopoNet(
         n_points=n_points, spec_hidden=int(p["spec_hidden"]), spec_out=int(p["spec_out"]),

@@ -21,16 +21,9 @@ def record_sites(row) -> list[tuple[np.ndarray, np.ndarray, float]]:
 
 
 def fit_preprocessor(pre: Preprocessor, train: pd.DataFrame) -> tuple[Preprocessor, Counter]:
-    """Fit windows and standardization on the training records only."""
-    pre.fit_windows((r.absorbing_element, record_sites(r)) for r in train.itertuples(index=False))
-    spectra, rejects = [], Counter()
-    for r in train.itertuples(index=False):
-        try:
-            spectra.append((r.absorbing_element, pre.element_spectrum(r.absorbing_element, record_sites(r))))
-        except SpectrumError as exc:
-            rejects[exc.reason] += 1
-    pre.fit_standardization(spectra)
-    return pre, rejects
+    """Fit windows and standardization on the training records only; (pre, rejections per reason)."""
+    pre.fit([(r.absorbing_element, record_sites(r)) for r in train.itertuples(index=False)])
+    return pre, pre.rejected_
 
 
 def featurize_split(pre: Preprocessor, records: pd.DataFrame, desc: str = "featurize") -> tuple[dict, Counter]:
@@ -45,7 +38,7 @@ def featurize_split(pre: Preprocessor, records: pd.DataFrame, desc: str = "featu
     for r in tqdm(list(records.itertuples(index=False)), desc=desc, unit="rec", mininterval=2.0):
         meta[r.mp_id] = (int(r.y), int(r.y3))
         try:
-            x = pre.standardize(r.absorbing_element, pre.element_spectrum(r.absorbing_element, record_sites(r)))
+            x = pre.transform(r.absorbing_element, record_sites(r))
         except SpectrumError as exc:
             rejects[f"absorber_{exc.reason}"] += 1
             continue
@@ -70,3 +63,14 @@ def save_arrays(arrays: dict, path: Path) -> None:
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
+
+
+def load_features(path: str | Path, pre: Preprocessor) -> dict[str, np.ndarray]:
+    """A featurized split, checked against the fitted preprocessor that made it (``n_points``)."""
+    arrays = load_arrays(Path(path))
+    width = int(arrays["X"].shape[-1])
+    if width != pre.n_points:
+        raise ValueError(f"{path}: spectra have {width} points but the fitted preprocessor has n_points="
+                         f"{pre.n_points}; the features and models/preprocessor.json are from different "
+                         "featurize runs (run `dvc repro featurize`)")
+    return arrays

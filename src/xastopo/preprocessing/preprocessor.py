@@ -2,13 +2,19 @@
 
 Training, export, the CLI and the service all load the same saved JSON, so the numbers that turn a
 raw spectrum into model input are derived once (on the training split) and never re-derived.
-Follows scikit-learn's fit/transform convention; ``save``/``load`` round-trip exactly.
+Follows scikit-learn's fit/transform convention (``fit`` returns self, ``transform`` /
+``material_inputs`` apply it); ``save``/``load`` round-trip exactly.
+
+A Preprocessor is made only by :meth:`Preprocessor.from_params` (settings from params.yaml, then
+``fit``) or :meth:`Preprocessor.load` (the fitted artifact): the settings have no defaults in code,
+so ``n_points`` and every other number downstream of ``featurize`` come from the artifact.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,15 +44,19 @@ class ElementWindow:
 
 @dataclass
 class Preprocessor:
-    """Raw site spectra → standardized ``n_points`` vectors per absorbing element."""
+    """Raw site spectra → standardized ``n_points`` vectors per absorbing element.
 
-    n_points: int = 200
-    window_ev: float = 56.0
-    coverage_quantile: float = 0.9
-    max_extrapolation_ev: float = 5.0
-    post_edge_ev: float = 5.0
-    flat_run_tol: float = 0.0
-    min_points: int = 20
+    The settings (``n_points`` … ``min_points``) come from params.yaml (:meth:`from_params`) or from
+    a saved artifact (:meth:`load`); ``elements`` holds what ``fit`` learned on the training split.
+    """
+
+    n_points: int
+    window_ev: float
+    coverage_quantile: float
+    max_extrapolation_ev: float
+    post_edge_ev: float
+    flat_run_tol: float
+    min_points: int
     elements: dict[str, ElementWindow] = field(default_factory=dict)
     version: int = FORMAT_VERSION
 
@@ -64,6 +74,21 @@ class Preprocessor:
         )
 
     # ----------------------------------------------------------------- fitting
+    def fit(self, train: Sequence[tuple[str, Sequence[Site]]]) -> Preprocessor:
+        """Fit windows, then standardization, on the training ``(element, sites)`` records.
+
+        A record whose spectrum cannot be used on the fitted window is left out of the statistics
+        and counted per reason in ``rejected_`` (not saved: a report of the fit, not a setting).
+        """
+        self.fit_windows(train)
+        spectra, self.rejected_ = [], Counter()
+        for el, sites in train:
+            try:
+                spectra.append((el, self.element_spectrum(el, sites)))
+            except SpectrumError as exc:
+                self.rejected_[exc.reason] += 1
+        return self.fit_standardization(spectra)
+
     def fit_windows(self, element_sites: Iterable[tuple[str, Sequence[Site]]]) -> Preprocessor:
         """Place each element's window from where its training spectra really have data.
 
@@ -146,13 +171,17 @@ class Preprocessor:
         w = self.window(element)
         return (np.asarray(x, float) - w.mean) / w.std
 
+    def transform(self, element: str, sites: Sequence[Site]) -> np.ndarray:
+        """The sites of one element of one material → its standardized ``n_points`` vector."""
+        return self.standardize(element, self.element_spectrum(element, sites))
+
     def material_inputs(self, spectra: dict[str, Sequence[Site]]) -> tuple[np.ndarray, np.ndarray]:
         """One material → (X [n_absorbers, n_points] float32, Z [n_absorbers] int64), sorted by Z."""
         els = sorted(spectra, key=atomic_number)
         rows = []
         for el in els:
             try:
-                rows.append(self.standardize(el, self.element_spectrum(el, spectra[el])))
+                rows.append(self.transform(el, spectra[el]))
             except SpectrumError as exc:
                 exc.element = el
                 raise

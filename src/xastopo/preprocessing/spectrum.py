@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from xastopo.data.quality import edge_step, max_negative_jump  # noqa: F401 (re-export)
 from xastopo.data.validation import SpectrumError, real_range
 
 
@@ -39,20 +40,10 @@ def resample_linear(
 
 def normalize_on_grid(resampled: np.ndarray, grid: np.ndarray, post_edge_ev: float) -> np.ndarray:
     """Edge-step normalize a spectrum already resampled on ``grid`` (see module docstring)."""
-    pre = float(resampled[0])
-    post_mask = grid >= grid[-1] - post_edge_ev
-    post = float(resampled[post_mask].mean())
-    step = post - pre
+    pre, step = edge_step(grid, resampled, post_edge_ev)
+    post = pre + step
     if not np.isfinite(step) or step <= 1e-12 * max(1.0, abs(post)):
         raise SpectrumError(
             "no_edge_step", "spectrum has no rising edge in the window (post-edge <= pre-edge)", "mu"
         )
     return (resampled - pre) / step
-
-
-def max_negative_jump(normalized: np.ndarray) -> float:
-    """Largest point-to-point drop of a normalized spectrum, in edge-step units."""
-    d = np.diff(normalized)
-    if not np.all(np.isfinite(d)):
-        return float("nan")  # no usable edge step: callers treat NaN as unphysical
-    return float(max(0.0, -d.min())) if d.size else 0.0

@@ -1,4 +1,4 @@
-"""FEFF simulation settings: defaults, loading from params.yaml, FEFF card strings."""
+"""FEFF simulation settings: the ``simulate:`` block of params.yaml, FEFF card strings."""
 
 from __future__ import annotations
 
@@ -7,40 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
+from xastopo import config
+from xastopo.config import ConfigError
 
-#: Defaults for the ``simulate:`` block of params.yaml.  Every key can be overridden there.
-DEFAULTS: dict[str, Any] = {
-    # inputs (relative to data.raw_dir of params.yaml)
-    "structures": "structures/structures.parquet",
-    "labels_csv": "labels/topology_labels.csv",
-    # outputs
-    "out_dir": "data/simulated",
-    # FEFF physics (these keys, and only these, enter the cache key)
-    "edge": "K",
-    "radius": 8.0,
-    "scf": [3.5, 0, 30, 0.2, 1],
-    "fms": [5.0, 0],
-    "xanes": [4.0, 0.04, 0.1],
-    "retry_scf": [3.5, 0, 30, 0.05, 3],
-    "extra_tags": {},
-    # element handling
-    "skip_elements": ["H", "He"],
-    "exclude_elements": ["He", "Ne", "Ar", "Kr", "Xe", "Pa"],
-    # planner
-    "max_sites": 30,
-    "seed": 14,
-    "n_materials": None,
-    "budget_cpu_hours": None,
-    "cost_c0_s": 25.0,
-    "cost_c1_s": 1.5,
-    # execution
-    "workers": 0,
-    "scheduler": None,
-    "site_timeout_s": 1800,
-    "prefer_elements": [],
-    "prefer_weight": 0.0,
-    "flush_every": 25,
+#: The simulate settings params.yaml may leave out (not in the project's params.yaml either).
+OPTIONAL: dict[str, Any] = {
     "malloc_env": {
         "MALLOC_ARENA_MAX": "1",
         "MALLOC_MMAP_MAX_": "0",
@@ -49,39 +20,69 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+#: Every simulate setting. The values live in the ``simulate:`` block of params.yaml only (no second
+#: set of defaults here): a params file that leaves some out gets them from the project's params.yaml
+#: (found by :func:`xastopo.config.params_path`), and a key given nowhere is an error naming it.
+KEYS: tuple[str, ...] = (
+    "structures", "labels_csv", "out_dir",  # inputs relative to data.raw_dir; out_dir to the params file
+    "edge", "radius", "scf", "fms", "xanes", "retry_scf", "extra_tags",  # FEFF physics
+    "skip_elements", "exclude_elements",
+    "max_sites", "seed", "n_materials", "budget_cpu_hours", "cost_c0_s", "cost_c1_s",  # planner
+    "prefer_elements", "prefer_weight",
+    "workers", "scheduler", "site_timeout_s", "flush_every", "malloc_env",  # execution
+)
+
 #: Keys whose values change the spectrum; they (plus the FEFF version) define the cache key.
 PHYSICS_KEYS = ("edge", "radius", "scf", "fms", "xanes", "retry_scf", "extra_tags")
 
 
-def load_params(path: str | os.PathLike | None) -> tuple[dict[str, Any], Path]:
-    """Return (simulate settings merged over DEFAULTS, data raw dir) from a params.yaml.
+def _block(params: dict[str, Any], name: str) -> dict[str, Any]:
+    block = params.get(name) or {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"params.yaml: '{name}' must be a mapping")
+    return block
 
-    Relative paths in the file are taken relative to the file's folder.
+
+def _project_params() -> dict[str, Any]:
+    """The params.yaml the defaults come from (the path rule's), or {} where there is none."""
+    try:
+        return config.load_params()
+    except ConfigError:
+        return {}
+
+
+def defaults() -> dict[str, Any]:
+    """The simulate settings of the project's params.yaml over :data:`OPTIONAL`."""
+    return {**OPTIONAL, **_block(_project_params(), "simulate")}
+
+
+def __getattr__(name: str) -> Any:
+    # ``DEFAULTS`` (the full settings of params.yaml) is read when asked for, not at import.
+    if name == "DEFAULTS":
+        return defaults()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_params(path: str | os.PathLike | None = None) -> tuple[dict[str, Any], Path]:
+    """Return (simulate settings, data raw dir) from a params.yaml (:func:`xastopo.config.load_params`).
+
+    The file's ``simulate:`` block goes over the project's params.yaml (for the keys it leaves out)
+    and :data:`OPTIONAL`; so does its ``data.raw_dir``. A relative ``simulate.out_dir`` or
+    ``data.raw_dir`` is taken relative to the folder of the file that gives it.
     """
-    cfg = dict(DEFAULTS)
-    base = Path.cwd()
-    raw_dir = Path("../shared/data")
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"params file not found: {p}")
-        doc = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(doc, dict):
-            raise ValueError(f"{p}: top level must be a mapping")
-        base = p.resolve().parent
-        sim = doc.get("simulate") or {}
-        if not isinstance(sim, dict):
-            raise ValueError(f"{p}: 'simulate' must be a mapping")
-        unknown = set(sim) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"{p}: unknown simulate keys: {', '.join(sorted(unknown))}")
-        cfg.update(sim)
-        raw_dir = Path((doc.get("data") or {}).get("raw_dir", raw_dir))
-    if not raw_dir.is_absolute():
-        raw_dir = (base / raw_dir).resolve()
-    if not Path(cfg["out_dir"]).is_absolute():
-        cfg["out_dir"] = str(base / cfg["out_dir"])
-    return cfg, raw_dir
+    params = config.load_params(path)
+    base = _project_params()
+    own = _block(params, "simulate")
+    unknown = set(own) - set(KEYS)
+    if unknown:
+        raise ConfigError(f"{params.path}: unknown simulate keys: {', '.join(sorted(unknown))}")
+    cfg = {**OPTIONAL, **_block(base, "simulate"), **own}
+    for key in KEYS:
+        if key not in cfg:
+            raise ConfigError(f"params.yaml: missing key 'simulate.{key}'")
+    # a relative path is relative to the folder of the file that gives it
+    cfg["out_dir"] = str(config.resolve_path(params if "out_dir" in own else base, cfg["out_dir"]))
+    return cfg, config.raw_dir(params if "raw_dir" in _block(params, "data") else base)
 
 
 def physics(cfg: dict[str, Any]) -> dict[str, Any]:

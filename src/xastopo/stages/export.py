@@ -1,7 +1,9 @@
 """DVC stage `export`: champion → models/export/{model.onnx, preprocessor.json, metadata.json}.
 
-Fails (exit 1) unless ONNX Runtime matches the framework on the whole test split within the
-tolerance in params.yaml and every predicted label is identical.
+The champion's family (``models/champion.json``) names its exporter in the registry
+(``xastopo.families``); the spectra's width is the fitted preprocessor's. Fails (exit 1) unless
+ONNX Runtime matches the framework on the whole test split within the tolerance in params.yaml and
+every predicted label is identical.
 """
 
 from __future__ import annotations
@@ -11,34 +13,51 @@ import sys
 from pathlib import Path
 
 from xastopo.config import load_params
-from xastopo.export.onnx_export import export_nn, export_svm, finalize, parity
+from xastopo.export.onnx_export import finalize, parity
+from xastopo.families import Family, family
 from xastopo.inference import Predictor
-from xastopo.preprocessing.dataset import load_arrays
+from xastopo.preprocessing.dataset import load_features
+from xastopo.preprocessing.features import model_inputs
+from xastopo.preprocessing.preprocessor import Preprocessor
 from xastopo.stages.common import run_stage, write_json
+
+PRE_PATH = Path("models/preprocessor.json")
+OUT_DIR = Path("models/export")
+
+
+def export_inputs(champion: dict):
+    """The champion's family (exportable), the fitted preprocessor and the test split (checked)."""
+    fam = family(champion["model"])
+    if fam.exporter is None:
+        raise ValueError(f"champion '{fam.name}' cannot be exported (select.candidates in params.yaml)")
+    pre = Preprocessor.load(PRE_PATH)
+    return fam, pre, load_features(Path("data/features/test.npz"), pre)
+
+
+def export_champion(champion: dict, fam: Family, pre: Preprocessor, test: dict, atol: float) -> dict:
+    """Export the champion, write the model directory, check parity on the test split; the report."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    onnx_path = OUT_DIR / "model.onnx"
+    exported = fam.load_exporter()(Path("models") / fam.name, onnx_path, pre)
+    finalize(OUT_DIR, onnx_path, champion, PRE_PATH, fam.name, exported.element_z)
+    predictor = Predictor(OUT_DIR, prefer_gpu=False)
+    inputs = model_inputs(fam.features, test["X"], test["Z"], test["mask"], exported.element_z)
+    result = parity(predictor, exported.framework, inputs, test, atol)
+    result["model"] = fam.name
+    return result
 
 
 def main() -> None:
     params = load_params()
     champion = json.loads(Path("models/champion.json").read_text())
-    kind = champion["model"]
-    out_dir = Path("models/export")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / "model.onnx"
-    test = load_arrays(Path("data/features/test.npz"))
-    element_z = None
-    if kind in ("nn", "nn_type_only"):
-        _, framework = export_nn(Path("models") / kind / "model.pt", onnx_path, test["X"].shape[2])
-    elif kind in ("svm", "svm_type"):
-        _, framework, element_z = export_svm(Path("models") / kind / "model.joblib", onnx_path)
-    else:
-        raise SystemExit(f"error: champion '{kind}' cannot be exported (select.candidates in params.yaml)")
-    finalize(out_dir, onnx_path, champion, Path("models/preprocessor.json"), kind, element_z)
-    predictor = Predictor(out_dir, prefer_gpu=False)
-    result = parity(predictor, framework, test, float(params["export"]["parity_atol"]))
-    result["model"] = kind
+    try:
+        fam, pre, test = export_inputs(champion)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    result = export_champion(champion, fam, pre, test, float(params["export"]["parity_atol"]))
     write_json("reports/export_parity.json", result)
-    print(f"export: {kind} → {onnx_path}; parity on {result['n']} test materials: max |Δp| = "
-          f"{result['max_abs_diff']:.2e}, labels identical: {result['labels_identical']}")
+    print(f"export: {result['model']} → {OUT_DIR / 'model.onnx'}; parity on {result['n']} test materials: "
+          f"max |Δp| = {result['max_abs_diff']:.2e}, labels identical: {result['labels_identical']}")
     if not result["passed"]:
         print("error: ONNX parity check failed (see reports/export_parity.json)", file=sys.stderr)
         sys.exit(1)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from xastopo.families import ORDER
+
+__all__ = ["ORDER", "PAPER", "comparison_markdown"]
+
 # Andrejevic et al., Adv. Mater. 2022 (13,151 materials, all absorbing elements): test F1 of the NN.
 PAPER = {"nn": {"topological_f1": 0.89, "trivial_f1": 0.93}}
-ORDER = ("nn", "nn_type_only", "svm", "svm_type", "pca_kmeans", "composition")
 
 
 def comparison_markdown(results: dict[str, dict], split: str = "test") -> str:

@@ -21,10 +21,20 @@ def select_champion(results: dict[str, dict], metric: str) -> str:
 
 
 def register_champion(model_uri: str, registered_name: str, alias: str = "champion") -> str:
-    """Register ``model_uri`` as a new version of ``registered_name`` and point ``alias`` at it."""
+    """Point ``alias`` of ``registered_name`` at ``model_uri``; return the version.
+
+    A model already registered (the same logged model: ``select`` reruns when any family's metrics
+    change, the champion often not) keeps its version, so ``models/champion.json`` and the export
+    stay unchanged; a new model becomes a new version.
+    """
     import mlflow
     from mlflow import MlflowClient
 
-    mv = mlflow.register_model(model_uri, registered_name)
-    MlflowClient().set_registered_model_alias(registered_name, alias, mv.version)
-    return str(mv.version)
+    client = MlflowClient()
+    same = [mv for mv in client.search_model_versions(f"name='{registered_name}'") if mv.source == model_uri]
+    if same:
+        version = str(max(int(mv.version) for mv in same))
+    else:
+        version = str(mlflow.register_model(model_uri, registered_name).version)
+    client.set_registered_model_alias(registered_name, alias, version)
+    return version

@@ -1,14 +1,24 @@
-"""MLflow helpers: one local store without a server, provenance tags, model logging."""
+"""MLflow helpers: one local store without a server, provenance tags, the pipeline's parent run.
+
+Each model family trains in its own DVC stage (its own process), so "one parent run per pipeline
+run, a child run per model" is kept through the store: the first stage of a pipeline run creates a
+parent run (tagged ``xastopo_pipeline``, the dataset hash and the git commit) and leaves it RUNNING;
+later stages of the same run (same dataset hash and commit) find that open parent and nest their
+child runs under it; the ``report`` stage logs the comparison to it and closes it (FINISHED).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 PIP_REQUIREMENTS = ["torch==2.13.0", "scikit-learn", "numpy"]
+PIPELINE_TAG = "xastopo_pipeline"  # marks a parent run (one per pipeline run)
 
 
 def tracking_uri(params: dict) -> str:
@@ -59,3 +69,49 @@ def flat_metrics(prefix: str, ev: dict) -> dict[str, float]:
         for k in ("precision", "recall", "f1"):
             out[f"{prefix}_{cls}_{k}"] = float(ev[cls][k])
     return out
+
+
+def provenance_tags() -> dict[str, str]:
+    """The git commit and the DVC hash of the featurized dataset, tagged on every run."""
+    return {"git_commit": git_commit(), "dvc_data_hash": dvc_data_hash()}
+
+
+def _commit_sha(tag: str | None) -> str:
+    """The commit without the '-dirty' mark: the working tree changes while a pipeline runs (dvc.lock)."""
+    return (tag or "").split("-")[0]
+
+
+def open_parent_run(experiment_id: str, tags: dict[str, str]) -> str | None:
+    """The open (RUNNING) parent run of this pipeline run: same dataset hash and commit; None if none."""
+    from mlflow import MlflowClient
+
+    runs = MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.{PIPELINE_TAG} = 'true' AND tags.dvc_data_hash = "
+                                       f"'{tags['dvc_data_hash']}'",
+        order_by=["attributes.start_time DESC"], max_results=100)
+    for r in runs:
+        if r.info.status == "RUNNING" and _commit_sha(r.data.tags.get("git_commit")) == _commit_sha(
+                tags["git_commit"]):
+            return r.info.run_id
+    return None
+
+
+def parent_run(experiment_id: str, tags: dict[str, str], on_create: Callable[[str], None] | None = None) -> str:
+    """Find this pipeline run's open parent run or create it (``on_create(run_id)`` logs to a new one)."""
+    from mlflow import MlflowClient
+
+    run_id = open_parent_run(experiment_id, tags)
+    if run_id is None:
+        run = MlflowClient().create_run(experiment_id, run_name=f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}",
+                                        tags={**tags, PIPELINE_TAG: "true"})
+        run_id = run.info.run_id
+        if on_create is not None:
+            on_create(run_id)
+    return run_id
+
+
+def close_parent_run(run_id: str) -> None:
+    """End the pipeline run's parent run: the next stage that trains starts a new pipeline run."""
+    from mlflow import MlflowClient
+
+    MlflowClient().set_terminated(run_id, "FINISHED")
