@@ -101,21 +101,8 @@ def _parse_elements(spec: str | None) -> list[str] | None:
     return list(dict.fromkeys(els))
 
 
-def _simulate(
-    materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run, elements
-):
-    from .simulate.settings import load_params
-
-    cfg, raw_dir = load_params(params)
-    out_dir = Path(out) if out is not None else Path(cfg["out_dir"])
-    n_materials = n_materials if n_materials is not None else cfg.get("n_materials")
-    budget = budget_cpu_hours if budget_cpu_hours is not None else cfg.get("budget_cpu_hours")
-    workers = workers if workers is not None else int(cfg.get("workers") or 0)
-    scheduler = scheduler or cfg.get("scheduler")
-    structures = raw_dir / cfg["structures"]
-    if not structures.is_file():
-        raise InputError(f"structures file not found: {structures}")
-
+def _select(materials, n_materials, budget, cfg, raw_dir, structures, out_dir, elements):
+    """(materials with their site jobs, skipped records, a one-line description): given ids or the plan."""
     from .simulate.pipeline import load_structures, prepare_materials
     from .simulate.planner import plan
 
@@ -137,6 +124,25 @@ def _simulate(
         p = plan(cfg, raw_dir, out_dir, n_materials=n_materials, budget_cpu_hours=budget, elements=elements)
         mats, skipped = p.materials, p.skipped
         desc = p.describe()
+    return mats, skipped, desc
+
+
+def _simulate(
+    materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run, elements
+):
+    from .simulate.settings import load_params
+
+    cfg, raw_dir = load_params(params)
+    out_dir = Path(out) if out is not None else Path(cfg["out_dir"])
+    n_materials = n_materials if n_materials is not None else cfg.get("n_materials")
+    budget = budget_cpu_hours if budget_cpu_hours is not None else cfg.get("budget_cpu_hours")
+    workers = workers if workers is not None else int(cfg.get("workers") or 0)
+    scheduler = scheduler or cfg.get("scheduler")
+    structures = raw_dir / cfg["structures"]
+    if not structures.is_file():
+        raise InputError(f"structures file not found: {structures}")
+
+    mats, skipped, desc = _select(materials, n_materials, budget, cfg, raw_dir, structures, out_dir, elements)
     typer.echo(desc, err=True)
     if dry_run:
         return {

@@ -140,6 +140,27 @@ def _sites_left(m: Material, cfg: dict[str, Any], have: set[str], cache: SiteCac
     return left
 
 
+def _pool(
+    mats: list[Material], cfg: dict[str, Any], out: str | Path, meta: pd.DataFrame,
+    cost: tuple[float, float], have: set[str],
+) -> tuple[dict[str, list[tuple[float, Material]]], dict[str, float]]:
+    """Per class, (estimated CPU seconds of the sites left, material), cheapest first; and the estimates."""
+    cache = SiteCache(Path(out) / "cache")
+    n_sites = meta.set_index("mp_id")["n_sites"]
+    lab = meta.set_index("mp_id")["label"]
+    pool: dict[str, list[tuple[float, Material]]] = {c: [] for c in CLASSES}
+    est: dict[str, float] = {}
+    for m in mats:
+        left = _sites_left(m, cfg, have, cache) if m.jobs else None
+        if not left:  # nothing to do, or a recorded failure
+            continue
+        est[m.mp_id] = len(left) * (cost[0] + cost[1] * float(n_sites[m.mp_id]))
+        pool[lab[m.mp_id]].append((est[m.mp_id], m))
+    for c in CLASSES:
+        pool[c].sort(key=lambda t: t[0])
+    return pool, est
+
+
 def _choose(
     pool: dict[str, list[tuple[float, Material]]],
     counts: dict[str, int],
@@ -194,20 +215,8 @@ def plan(
 
     texts = load_structures(raw_dir / cfg["structures"], short.mp_id.tolist()).set_index("mp_id")["cif"]
     mats, skipped = prepare_materials(texts.to_dict(), cfg, only_elements=elements)
-    cache = SiteCache(Path(out) / "cache")
-    have = shard_keys(out)
-    n_sites = meta.set_index("mp_id")["n_sites"]
     lab = meta.set_index("mp_id")["label"]
-    pool: dict[str, list[tuple[float, Material]]] = {c: [] for c in CLASSES}
-    est: dict[str, float] = {}
-    for m in mats:
-        left = _sites_left(m, cfg, have, cache) if m.jobs else None
-        if not left:  # nothing to do, or a recorded failure
-            continue
-        est[m.mp_id] = len(left) * (c0 + c1 * float(n_sites[m.mp_id]))
-        pool[lab[m.mp_id]].append((est[m.mp_id], m))
-    for c in CLASSES:
-        pool[c].sort(key=lambda t: t[0])
+    pool, est = _pool(mats, cfg, out, meta, (c0, c1), shard_keys(out))
     prefer = set(cfg.get("prefer_elements") or [])
     prefer_weight = float(cfg.get("prefer_weight", 0.0))
     order = {e: i for i, e in enumerate(elements or [])}
