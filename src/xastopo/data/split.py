@@ -72,6 +72,33 @@ def split_materials(
     return out.sort_values("mp_id").reset_index(drop=True)
 
 
+def split_all(
+    records: pd.DataFrame,
+    compositions: pd.DataFrame,
+    fractions: tuple[float, float, float],
+    seed: int,
+    train_only_sources: list[str] | None = None,
+) -> pd.DataFrame:
+    """One split for every usable labeled material, whatever data it has: mp_id → split, pool.
+
+    Pool ``spectra``: materials with shipped spectra (records not made only of ``train_only_sources``),
+    split per absorbing element × 3-class exactly as :func:`split_materials` always did, so the shipped
+    validation and test materials do not move. Pool ``composition``: every other labeled material
+    (including those with only simulated spectra), split by the same rule over the elements of its
+    formula (``compositions`` from :func:`xastopo.data.composition.labeled_compositions`).
+    """
+    from xastopo.data.composition import element_rows
+
+    shipped = records
+    if train_only_sources:
+        shipped = records[~only_from(records["sources"], train_only_sources)]
+    first = split_materials(shipped, fractions, seed).assign(pool="spectra")
+    rest = compositions[~compositions["mp_id"].isin(set(first["mp_id"]))]
+    second = split_materials(element_rows(rest), fractions, seed).assign(pool="composition")
+    out = pd.concat([first, second], ignore_index=True)
+    return out.sort_values("mp_id").reset_index(drop=True)
+
+
 def split_table(records: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
     """Materials per element × 3-class × split, with the target fractions' deviation."""
     r = records[["mp_id", "absorbing_element", "label3"]].merge(split, on="mp_id")

@@ -1,7 +1,9 @@
 """Padded model inputs: [batch, max_absorbers, n_points] spectra, [batch, max_absorbers] Z, mask.
 
 The same layout feeds PyTorch, ONNX Runtime, the CLI and the service, so a material with one
-absorber and one with five travel in one batch.
+absorber and one with five travel in one batch. Models that read any subset of edges also take
+``has_spectrum`` [batch, max_absorbers]: 1 where the absorber came with a spectrum, 0 where it enters
+by its type only (its row of the spectra is then zeros).
 """
 
 from __future__ import annotations
@@ -27,3 +29,11 @@ def pad_materials(
         z[i, :k] = zi
         mask[i, :k] = 1.0
     return x, z, mask
+
+
+def pad_has_spectrum(has: Sequence[np.ndarray], width: int) -> np.ndarray:
+    """Stack per-material ``has_spectrum`` vectors [a_i] into [batch, width] (0 on padding)."""
+    out = np.zeros((len(has), width), dtype=np.float32)
+    for i, h in enumerate(has):
+        out[i, : len(h)] = h
+    return out

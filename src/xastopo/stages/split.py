@@ -1,17 +1,19 @@
-"""DVC stage `split`: 70/15/15 per element × 3-class, seeded; writes the split and its count table.
+"""DVC stage `split`: one 70/15/15 split of every usable labeled material, per element × 3-class.
 
-Materials made only of ``split.train_only_sources`` spectra (our FEFF10 simulations) always train:
-validation and test stay the shipped materials, split exactly as without them, so a model trained
-with and without the simulations is judged on the same test materials.
+Materials with shipped spectra are split among themselves exactly as before (the shipped validation
+and test materials never move); every other labeled material, including those with only our FEFF10
+simulations (``split.train_only_sources``), is split by the elements of its formula. Writes
+``data/interim/split.csv`` (mp_id, split, pool), the shipped pool's count table and the pools' counts.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from xastopo.config import get, load_params
-from xastopo.data.split import split_materials, split_table
-from xastopo.stages.common import run_stage
+from xastopo.config import get, load_params, raw_path
+from xastopo.data.composition import labeled_compositions
+from xastopo.data.split import split_all, split_table
+from xastopo.stages.common import run_stage, write_json
 
 
 def main() -> None:
@@ -19,12 +21,19 @@ def main() -> None:
     records = pd.read_parquet("data/interim/materials.parquet",
                               columns=["mp_id", "absorbing_element", "label3", "sources"])
     s = params["split"]
-    split = split_materials(records, (float(s["train"]), float(s["val"]), float(s["test"])),
-                            int(get(params, "base.seed")), train_only_sources=list(s["train_only_sources"]))
+    comp = labeled_compositions(pd.read_csv(raw_path(params, "labels_csv")), raw_path(params, "structures"),
+                                raw_path(params, "site_structures"))
+    split = split_all(records, comp, (float(s["train"]), float(s["val"]), float(s["test"])),
+                      int(get(params, "base.seed")), train_only_sources=list(s["train_only_sources"]))
     split.to_csv("data/interim/split.csv", index=False)
-    table = split_table(records, split)
+    shipped = split[split["pool"] == "spectra"]
+    table = split_table(records[records["mp_id"].isin(shipped["mp_id"])], shipped)
     table.to_csv("reports/split_counts.csv", index=False)
-    print(split["split"].value_counts().to_string())
+    labels = comp.set_index("mp_id")["label"]
+    counts = {pool: {sp: {c: int(n) for c, n in g["mp_id"].map(labels).value_counts().sort_index().items()}
+                     for sp, g in gp.groupby("split")} for pool, gp in split.groupby("pool")}
+    write_json("reports/split_pools.json", counts)
+    print(split.groupby(["pool", "split"]).size().to_string())
 
 
 if __name__ == "__main__":
