@@ -180,7 +180,7 @@ def test_every_registered_family_resolves_and_the_pipeline_trains_them():
     assert [f.name for f in pipeline_families(PARAMS)] == list(ORDER)
     for f in FAMILIES.values():
         assert f.load_trainer() is getattr(trainers, f.trainer.split(":")[1])
-        assert f.features in (None, "padded", "concat_spectra", "type_presence")
+        assert f.features in (None, "padded", "padded_any", "concat_spectra", "type_presence")
         if f.exporter is None:
             with pytest.raises(ValueError, match="cannot be exported"):
                 f.load_exporter()
@@ -230,3 +230,28 @@ def test_svm_trainer_uses_its_own_threshold_rule(features, tmp_path, monkeypatch
     assert set(t.probs) == {"val", "test"} and t.extra == {"element_z": None}
     saved = joblib.load(tmp_path / "model.joblib")
     assert saved["features"] == "type_presence" and saved["element_z"] is None
+
+
+def test_any_edge_calibration_recovers_a_shift_and_the_ablation_views():
+    """Platt scaling (temperature and bias) on member logits undoes a known miscalibration; the ablation
+    views hide the spectra (composition) or the elements without one (spectra), nothing else."""
+    import numpy as np
+
+    from xastopo.training.any_edge import calibration_stats, ensemble_probs, fit_calibration, view
+
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 2, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    members = np.stack([2.0 * (true_logit - 0.8) + rng.normal(0, 0.05, 4000) for _ in range(3)])  # T=0.5, b=+0.8
+    temp, bias = fit_calibration(members, y)
+    assert abs(temp - 2.0) < 0.25 and abs(bias - 0.8) < 0.2, (temp, bias)
+    before = calibration_stats(y, ensemble_probs(members, 1.0)[0])
+    after = calibration_stats(y, ensemble_probs(members, temp, bias)[0])
+    assert after["ece"] < before["ece"] / 2 and after["brier"] < before["brier"]
+    a = {"X": np.ones((2, 3, 4), np.float32), "Z": np.array([[8, 29, 0], [16, 29, 0]]),
+         "mask": np.array([[1, 1, 0], [1, 1, 0]], np.float32),
+         "has_spectrum": np.array([[0, 1, 0], [0, 0, 0]], np.float32), "ids": np.array(["a", "b"]),
+         "y": np.array([1, 0])}
+    assert view(a, mode="composition")["has_spectrum"].sum() == 0
+    assert view(a, mode="spectra")["mask"].tolist() == [[0, 1, 0], [0, 0, 0]]
+    assert view(a, np.array([1]), "both")["ids"].tolist() == ["b"]

@@ -8,7 +8,10 @@ which features a family needs without importing torch, scikit-learn or the train
 
 Features (how the Predictor turns padded per-absorber arrays into the exported graph's inputs):
 
-- ``padded``: the arrays as they are (``spectra``, ``z``, ``mask``): the networks.
+- ``padded``: the arrays as they are (``spectra``, ``z``, ``mask``): the paper's networks.
+- ``padded_any``: the same plus ``has_spectrum`` (every element of the composition is an absorber; 0
+  where it has no spectrum): ``nn_any``, which reads a formula plus any subset of edges. Its graph
+  also outputs an ``uncertainty`` beside the calibrated ``probability``.
 - ``concat_spectra``: per-element spectra concatenated in the training element order (``svm``).
 - ``type_presence``: one-hot presence of the absorbing elements (``svm_type``).
 - ``None``: the family is a reference that is never exported (``pca_kmeans``, ``composition``).
@@ -55,6 +58,8 @@ def _resolve(ref: str) -> Any:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
+        Family("nn_any", "xastopo.training.trainers:train_network_any", "padded_any",
+               "xastopo.export.onnx_export:export_network_any", True, "nn_any"),
         Family("nn", "xastopo.training.trainers:train_network", "padded",
                "xastopo.export.onnx_export:export_network", True, "nn"),
         Family("nn_type_only", "xastopo.training.trainers:train_network", "padded",

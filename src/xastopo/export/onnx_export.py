@@ -31,6 +31,8 @@ class Exported:
 
     framework: Callable[[dict], np.ndarray]
     element_z: list[int] | None = None
+    #: the framework's uncertainty on the graph's inputs, for families whose graph outputs one
+    uncertainty: Callable[[dict], np.ndarray] | None = None
 
 
 def export_nn(model_pt: Path, out: Path, n_points: int) -> tuple[object, Callable[[dict], np.ndarray]]:
@@ -88,6 +90,49 @@ def export_network(model_dir: Path, out: Path, pre: Preprocessor) -> Exported:
     return Exported(framework)
 
 
+def export_any_edge(model_pt: Path, out: Path, n_points: int):
+    """Export the saved ``nn_any`` ensemble with its calibration as one graph: inputs spectra, z, mask,
+    has_spectrum; outputs probability (calibrated members' mean) and uncertainty (their std).
+    Returns (torch module, framework function → (probability, uncertainty))."""
+    import torch
+
+    from xastopo.models.nn import CalibratedEnsemble, build_any_edge_net
+
+    ckpt = torch.load(model_pt, map_location="cpu", weights_only=False)
+    if ckpt["n_points"] != n_points:
+        raise ValueError(f"{model_pt}: trained on spectra of {ckpt['n_points']} points, but the preprocessor has "
+                         f"n_points={n_points} (retrain: `dvc repro`)")
+    nets = []
+    for state in ckpt["members"]:
+        net = build_any_edge_net(ckpt["config"], n_points)
+        net.load_state_dict(state)
+        nets.append(net)
+    model = CalibratedEnsemble(nets, float(ckpt["temperature"]), float(ckpt.get("bias", 0.0))).eval()
+    x = torch.zeros(2, 2, n_points)
+    z = torch.tensor([[29, 0], [22, 8]])
+    m = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    h = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    batch, absorbers = torch.export.Dim("batch", min=1), torch.export.Dim("absorbers", min=1)
+    dyn = {0: batch, 1: absorbers}
+    torch.onnx.export(model, (x, z, m, h), str(out), input_names=["spectra", "z", "mask", "has_spectrum"],
+                      output_names=["probability", "uncertainty"], dynamo=True, verbose=False,
+                      external_data=False,
+                      dynamic_shapes={"spectra": dyn, "z": dyn, "mask": dyn, "has_spectrum": dyn})
+
+    @torch.no_grad()
+    def framework(a: dict) -> tuple[np.ndarray, np.ndarray]:
+        p, u = model(*(torch.as_tensor(a[k]) for k in ("spectra", "z", "mask", "has_spectrum")))
+        return p.numpy().astype(np.float64), u.numpy().astype(np.float64)
+
+    return model, framework
+
+
+def export_network_any(model_dir: Path, out: Path, pre: Preprocessor) -> Exported:
+    """Exporter of ``nn_any`` (``models/nn_any/model.pt``: members, config, temperature, bias)."""
+    _, both = export_any_edge(Path(model_dir) / "model.pt", out, pre.n_points)
+    return Exported(lambda a: both(a)[0], None, lambda a: both(a)[1])
+
+
 def export_svc(model_dir: Path, out: Path, pre: Preprocessor) -> Exported:
     """Exporter of the SVM families (``models/<name>/model.joblib``)."""
     _, framework, element_z = export_svm(Path(model_dir) / "model.joblib", out)
@@ -110,7 +155,7 @@ def set_metadata(path: Path, meta: dict) -> None:
 def parity(predictor, framework, inputs: dict, arrays: dict, atol: float) -> dict:
     """ONNX Runtime (through the Predictor, from the padded ``arrays``) vs the framework (on the
     graph's ``inputs`` built from the same arrays) probabilities and labels on a whole split."""
-    p_ort = predictor.predict_arrays(arrays["X"], arrays["Z"], arrays["mask"])
+    p_ort = predictor.predict_arrays(arrays["X"], arrays["Z"], arrays["mask"], arrays.get("has_spectrum"))
     p_fw = framework(inputs)
     thr = predictor.threshold
     same = bool(np.array_equal(p_ort >= thr, p_fw >= thr))

@@ -59,6 +59,55 @@ class XasTopoNet(nn.Module):
         return self.head(feat).squeeze(-1)
 
 
+class AnyEdgeNet(XasTopoNet):
+    """The paper's network with every element of the composition as an absorber.
+
+    An element with a spectrum goes through the spectral MLP as in the paper; one without (no
+    measurement, no computed edge, or no training statistics for its element) enters with a learned
+    "no spectrum" vector in place of its spectral features, so its type still reaches the outer product
+    and the head. ``has_spectrum`` [B, A] is 1 where the row of ``spectra`` is real, 0 otherwise.
+    """
+
+    def __init__(self, n_points: int, spec_hidden: int = 256, spec_out: int = 64,
+                 type_embed: int = N_TYPES, head_hidden: tuple[int, ...] = (256, 64),
+                 dropout: float = 0.5) -> None:
+        super().__init__(n_points, spec_hidden, spec_out, type_embed, head_hidden, dropout, use_spectra=True)
+        # non-negative like the ReLU outputs it stands in for; zeros would erase the element's type
+        self.no_spectrum = nn.Parameter(torch.rand(spec_out))
+
+    def forward(self, spectra: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
+                has_spectrum: torch.Tensor) -> torch.Tensor:
+        """spectra [B, A, P], z [B, A] int64, mask [B, A], has_spectrum [B, A] → logits [B]."""
+        t = self.type_weight(z) + self.type_bias
+        h = has_spectrum.unsqueeze(-1)
+        s = h * self.spectral(spectra) + (1.0 - h) * self.no_spectrum
+        feat = torch.einsum("bas,bat,ba->bst", s, t, mask).flatten(1)
+        return self.head(feat).squeeze(-1)
+
+
+class CalibratedEnsemble(nn.Module):
+    """Members of :class:`AnyEdgeNet` → (calibrated P(topological), its uncertainty), the served graph.
+
+    Each member's logit is calibrated as ``logit / temperature + bias`` (Platt scaling, both fitted on
+    validation: the class weighting of training shifts the logits, which a temperature alone cannot
+    undo); the probability is the members' mean and the uncertainty their standard deviation (0 for a
+    single member).
+    """
+
+    def __init__(self, nets: list[AnyEdgeNet], temperature: float, bias: float = 0.0) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+        self.register_buffer("inv_temperature", torch.tensor(1.0 / float(temperature)))
+        self.register_buffer("bias", torch.tensor(float(bias)))
+
+    def forward(self, spectra: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
+                has_spectrum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = torch.stack([n(spectra, z, mask, has_spectrum) for n in self.nets])  # [M, B]
+        p = torch.sigmoid(logits * self.inv_temperature + self.bias)
+        mean = p.mean(0)
+        return mean, ((p - mean) ** 2).mean(0).sqrt()
+
+
 class ProbabilityModel(nn.Module):
     """Wraps a network to output probabilities (the exported and served graph)."""
 
@@ -68,6 +117,15 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, spectra: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(spectra, z, mask))
+
+
+def build_any_edge_net(block: dict, n_points: int) -> AnyEdgeNet:
+    """:class:`AnyEdgeNet` of a params block (``nn_any``) for spectra of ``n_points`` (the preprocessor's)."""
+    return AnyEdgeNet(
+        n_points=n_points, spec_hidden=int(block["spec_hidden"]), spec_out=int(block["spec_out"]),
+        type_embed=int(block["type_embed"]), head_hidden=tuple(int(h) for h in block["head_hidden"]),
+        dropout=float(block["dropout"]),
+    )
 
 
 def build_net(params: dict, n_points: int, use_spectra: bool) -> XasTopoNet:

@@ -33,10 +33,18 @@ def type_features(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def model_inputs(features: str, x: np.ndarray, z: np.ndarray, mask: np.ndarray,
-                 element_z: list[int] | None = None) -> dict[str, np.ndarray]:
-    """Padded arrays → the exported graph's named inputs, for a family's ``features`` kind."""
+                 element_z: list[int] | None = None, has_spectrum: np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Padded arrays → the exported graph's named inputs, for a family's ``features`` kind.
+
+    ``padded_any`` (models that read any subset of edges) also takes ``has_spectrum``; when it is not
+    given every present absorber is taken to have its spectrum.
+    """
     if features == "padded":
         return {"spectra": x, "z": z, "mask": mask}
+    if features == "padded_any":
+        has = mask if has_spectrum is None else has_spectrum
+        return {"spectra": x, "z": z, "mask": mask, "has_spectrum": np.asarray(has * mask, dtype=np.float32)}
     if features == "concat_spectra":
         if element_z is None:
             raise ValueError("concat_spectra features need the training element order (element_z)")

@@ -31,7 +31,9 @@ def export_inputs(champion: dict):
     if fam.exporter is None:
         raise ValueError(f"champion '{fam.name}' cannot be exported (select.candidates in params.yaml)")
     pre = Preprocessor.load(PRE_PATH)
-    return fam, pre, load_features(Path("data/features/test.npz"), pre)
+    # a model that reads the composition is checked on every test material, as it is served
+    name = "test_any.npz" if fam.features == "padded_any" else "test.npz"
+    return fam, pre, load_features(Path("data/features") / name, pre)
 
 
 def export_champion(champion: dict, fam: Family, pre: Preprocessor, test: dict, atol: float) -> dict:
@@ -41,8 +43,15 @@ def export_champion(champion: dict, fam: Family, pre: Preprocessor, test: dict, 
     exported = fam.load_exporter()(Path("models") / fam.name, onnx_path, pre)
     finalize(OUT_DIR, onnx_path, champion, PRE_PATH, fam.name, exported.element_z)
     predictor = Predictor(OUT_DIR, prefer_gpu=False)
-    inputs = model_inputs(fam.features, test["X"], test["Z"], test["mask"], exported.element_z)
+    inputs = model_inputs(fam.features, test["X"], test["Z"], test["mask"], exported.element_z,
+                          has_spectrum=test.get("has_spectrum"))
     result = parity(predictor, exported.framework, inputs, test, atol)
+    if exported.uncertainty is not None:  # the graph's second output is checked too
+        _, u_ort = predictor.predict_arrays_with_uncertainty(test["X"], test["Z"], test["mask"],
+                                                             test.get("has_spectrum"))
+        du = float(abs(u_ort - exported.uncertainty(inputs)).max()) if len(u_ort) else 0.0
+        result["uncertainty_max_abs_diff"] = du
+        result["passed"] = bool(result["passed"] and du <= atol)
     result["model"] = fam.name
     return result
 

@@ -87,3 +87,21 @@ def loss_figure(history: list[dict], path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def reliability_figure(stats: dict, title: str, path: Path) -> None:
+    """Reliability diagram before and after calibration (``stats``: {"before"|"after": calibration_stats})."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8, label="perfect")
+    for key, style in (("before", "o--"), ("after", "s-")):
+        s = stats[key]
+        c = s["curve"]
+        ax.plot([b["predicted"] for b in c], [b["observed"] for b in c], style,
+                label=f"{key}: ECE {s['ece']:.3f}, Brier {s['brier']:.3f}")
+    ax.set_xlabel("predicted P(topological)")
+    ax.set_ylabel("observed fraction topological")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

@@ -8,6 +8,7 @@ family only loads what it needs.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,3 +211,99 @@ def train_composition(fam: Family, ctx: Context) -> Trained:
         skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"])
     extra = {"n_train_materials": int(len(train_df)), "n_formula_missing": {s: n for s, (_, n) in scored.items()}}
     return Trained(probs, thr, extra, info)
+
+
+def _align(ids_from: np.ndarray, values: np.ndarray, ids_to: np.ndarray) -> np.ndarray:
+    """``values`` (in the order of ``ids_from``) in the order of ``ids_to``."""
+    pos = {m: i for i, m in enumerate(ids_from.tolist())}
+    return values[[pos[m] for m in ids_to.tolist()]]
+
+
+def _train_members(cfg: dict, any_data: dict, ctx: Context) -> tuple[list, list[dict]]:
+    """The ensemble's members, each seeded ``seed + i``; their training facts."""
+    import mlflow
+
+    from xastopo.models.nn import build_any_edge_net
+    from xastopo.training.any_edge import train_member
+    from xastopo.training.nn_trainer import set_determinism
+
+    nets, facts = [], []
+    for i in range(int(cfg["ensemble"])):
+        set_determinism(ctx.seed + i, cfg.get("threads"))
+        net = build_any_edge_net(cfg, ctx.n_points)
+
+        def log(rec: dict, i: int = i) -> None:
+            mlflow.log_metrics({f"m{i}_train_loss": rec["train_loss"], f"m{i}_val_loss": rec["val_loss"]},
+                               step=rec["epoch"])
+
+        net, history, best = train_member(net, any_data["train"], any_data["val"], cfg, ctx.seed + i, log)
+        nets.append(net)
+        facts.append({"best_epoch": best, "epochs_run": len(history),
+                      "mean_epoch_seconds": float(np.mean([h["seconds"] for h in history]))})
+    return nets, facts
+
+
+def _calibration(member_logits: dict, any_data: dict, ctx: Context, name: str) -> tuple[tuple[float, float], dict]:
+    """(T, b) fitted on validation; ECE/Brier before (T = 1, b = 0) and after on val and test, with plots."""
+    from xastopo.training.any_edge import calibration_stats, ensemble_probs, fit_calibration
+
+    temp = fit_calibration(member_logits["val"], any_data["val"]["y"])
+    stats = {}
+    for s in ("val", "test"):
+        y = any_data[s]["y"]
+        stats[s] = {"before": calibration_stats(y, ensemble_probs(member_logits[s], 1.0)[0]),
+                    "after": calibration_stats(y, ensemble_probs(member_logits[s], *temp)[0])}
+    pdir = Path("plots") / name
+    pdir.mkdir(parents=True, exist_ok=True)
+    plots.reliability_figure(stats["test"], f"{name}: reliability (test, {len(any_data['test']['y'])} materials)",
+                             pdir / "calibration_test.png")
+    rows = [{**c, "calibration": k} for k in ("before", "after") for c in stats["test"][k]["curve"]]
+    (pdir / "calibration_test.json").write_text(json.dumps({"calibration": rows}, indent=1) + "\n")
+    return temp, stats
+
+
+def train_network_any(fam: Family, ctx: Context) -> Trained:
+    """``nn_any``: every element an absorber, spectra where present, trained on every labeled material;
+    a calibrated deep ensemble (probability and uncertainty). Scored like the other families on the
+    shipped val/test materials; the three test sets and the ablations go to the metrics' extras."""
+    import mlflow
+    import torch
+
+    from xastopo.models.nn import CalibratedEnsemble
+    from xastopo.preprocessing.dataset import load_arrays
+    from xastopo.training.any_edge import ablations, ensemble_probs, logits, test_sets
+
+    cfg = dict(ctx.params[fam.params])
+    any_data = {s: load_arrays(Path("data/features") / f"{s}_any.npz") for s in ("train", "val", "test")}
+    mlflow.log_params({**cfg, "n_train_materials": len(any_data["train"]["y"])})
+    nets, facts = _train_members(cfg, any_data, ctx)
+    member_logits = {s: np.stack([logits(n, any_data[s]) for n in nets]) for s in SCORED}
+    temp, calib = _calibration(member_logits, any_data, ctx, fam.name)
+    p_all = {s: ensemble_probs(member_logits[s], *temp) for s in SCORED}
+    thr = choose_threshold(cfg["threshold"], any_data["val"]["y"], p_all["val"][0])
+    probs = {s: _align(any_data[s]["ids"], p_all[s][0], ctx.data[s]["ids"]) for s in SCORED}
+
+    def predict(a: dict) -> np.ndarray:
+        return ensemble_probs(np.stack([logits(n, a) for n in nets]), *temp)[0]
+
+    sets = test_sets(any_data["test"], ctx.data["test"]["ids"])
+    extra = {"members": facts, "temperature": temp[0], "calibration_bias": temp[1], "calibration": calib,
+             "n_train_materials": int(len(any_data["train"]["y"])),
+             "test_sets": ablations(any_data["test"], sets, predict, thr, int(cfg["n_boot"]), ctx.seed),
+             "uncertainty": uncertainty_check(any_data["test"]["y"], *p_all["test"], thr)}
+    model = CalibratedEnsemble(nets, *temp).eval()
+    torch.save({"config": cfg, "n_points": ctx.n_points, "members": [n.state_dict() for n in nets],
+                "temperature": temp[0], "bias": temp[1]}, ctx.mdir / "model.pt")
+    pd.DataFrame({"mp_id": any_data["test"]["ids"], "y": any_data["test"]["y"], "prob": p_all["test"][0],
+                  "uncertainty": p_all["test"][1]}).to_csv(ctx.mdir / "predictions_test_all.csv", index=False)
+    info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                    pip_requirements=tracking.PIP_REQUIREMENTS)
+    return Trained(probs, thr, extra, info)
+
+
+def uncertainty_check(y: np.ndarray, p: np.ndarray, u: np.ndarray, thr: float) -> dict:
+    """Does the uncertainty mean something: error rate in the most and least uncertain halves."""
+    wrong = (p >= thr).astype(int) != y
+    hi = u >= np.median(u)
+    return {"median": float(np.median(u)), "error_rate_uncertain_half": float(wrong[hi].mean()),
+            "error_rate_certain_half": float(wrong[~hi].mean()) if (~hi).any() else float("nan")}
