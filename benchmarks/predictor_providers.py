@@ -18,18 +18,17 @@ import numpy as np
 
 from xastopo.batch_predict import parquet_materials
 from xastopo.inference import Predictor
-from xastopo.preprocessing.batching import pad_materials
 
 
 def measure(pred: Predictor, items: list, batch: int, repeats: int) -> dict:
     t0 = time.perf_counter()
-    arrays = [pred.sites_arrays(i, spectra) for i, (_, spectra) in enumerate(items)]
+    arrays = [pred.material_arrays(i, material) for i, material in enumerate(items)]
     t_pre = time.perf_counter() - t0
-    x, z, m = pad_materials(arrays, pred.preprocessor.n_points)
-    pred.predict_arrays(x[:batch], z[:batch], m[:batch])  # warm-up
+    x, z, m, h = pred.padded(arrays)
+    pred.predict_arrays(x[:batch], z[:batch], m[:batch], h[:batch])  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
-        probs = np.concatenate([pred.predict_arrays(x[i:i + batch], z[i:i + batch], m[i:i + batch])
+        probs = np.concatenate([pred.predict_arrays(x[i:i + batch], z[i:i + batch], m[i:i + batch], h[i:i + batch])
                                 for i in range(0, len(x), batch)])
     t_model = (time.perf_counter() - t0) / repeats
     n = len(items)

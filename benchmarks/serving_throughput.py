@@ -132,18 +132,17 @@ def load(url: str, pool: list[dict], duration: float, concurrency: int) -> dict:
 def direct_onnx(model_dir: Path, pool: list[dict], prefer_gpu: bool, batch: int, seconds: float = 3.0) -> dict:
     """Bare ONNX Runtime session on pre-built padded batches (no HTTP, no preprocessing)."""
     from xastopo.inference import Predictor
-    from xastopo.preprocessing.batching import pad_materials
     from xastopo.schema import MaterialIn
 
     p = Predictor(model_dir, prefer_gpu=prefer_gpu)
     mats = [MaterialIn.model_validate(m) for b in pool for m in b["materials"]]
     arrays = [p.material_arrays(i, m) for i, m in enumerate(mats)]
     arrays = (arrays * (batch // max(len(arrays), 1) + 1))[:batch]
-    x, z, mask = pad_materials(arrays, p.preprocessor.n_points)
-    p.predict_arrays(x, z, mask)  # warm-up (CUDA kernels, allocator)
+    x, z, mask, has = p.padded(arrays)
+    p.predict_arrays(x, z, mask, has)  # warm-up (CUDA kernels, allocator)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        p.predict_arrays(x, z, mask)
+        p.predict_arrays(x, z, mask, has)
         n += 1
     dt = time.perf_counter() - t0
     return {"provider": p.provider, "batch": batch, "materials_per_s": round(n * batch / dt, 1)}

@@ -6,18 +6,20 @@ same halves in one process):
 * ``XasTopo`` (public, the one to serve): the ``predict`` and ``metadata`` APIs. Every request is
   checked *before* it can join a batch: an ASGI middleware enforces the bearer token, the body size
   (413) and the request schema (``xastopo.schema``: types, finite numbers, increasing energy, matching
-  lengths, known and unique elements, size limits; 400/415/422), and ``predict`` then runs request →
-  arrays (:meth:`xastopo.inference.InputBuilder.build`: window coverage, elements with statistics;
-  422) and, with the probabilities from the model service, builds the answers
+  lengths, known and unique elements, a readable formula, spectra only of the composition's elements,
+  size limits; 400/415/422), and ``predict`` then runs request → arrays
+  (:meth:`xastopo.inference.InputBuilder.build`: window coverage, elements with statistics or, for a
+  model that reads compositions, read by type only; 422) and, with the probabilities and
+  uncertainties from the model service, builds the answers
   (:meth:`~xastopo.inference.InputBuilder.predictions`). It loads the preprocessing half only: no
   ONNX session. Errors are JSON naming the material index and the field, e.g.
   ``{"error": "materials[2].spectra[0].energy: ...", "errors": [{"loc": ..., "index": 2, ...}]}``.
 * ``XasTopoModel`` (internal, reached through ``bentoml.depends``): the one ONNX session
   (:class:`xastopo.inference.Predictor`) behind a batchable ``infer`` API that receives
-  already-validated per-material arrays; BentoML's adaptive batching merges the materials of
-  concurrent requests (``serving.max_batch_size`` / ``serving.max_latency_ms``) into one ONNX
-  Runtime call (:meth:`~xastopo.inference.Predictor.probabilities`). A malformed item only fails
-  itself, never the rest of a shared batch.
+  already-validated per-material arrays ``{x, z, has}``; BentoML's adaptive batching merges the
+  materials of concurrent requests (``serving.max_batch_size`` / ``serving.max_latency_ms``) into one
+  ONNX Runtime call (:meth:`~xastopo.inference.Predictor.outputs`), answering ``{probability,
+  uncertainty}`` per item. A malformed item only fails itself, never the rest of a shared batch.
 
 Settings are read when a service starts (``xastopo.config.serving_settings``: ``serving:`` of
 params.yaml, found by the one path rule of ``xastopo.config``; ``XASTOPO_MODEL_DIR`` overrides
@@ -199,28 +201,35 @@ class XasTopoModel:
         logger.info("xastopo model %s v%s on %s", self.predictor.name, self.predictor.version,
                     self.predictor.provider)
 
-    def _item(self, item: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def _item(self, item: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = np.asarray(item["x"], dtype=np.float32)
         z = np.asarray(item["z"], dtype=np.int64)
-        if x.ndim != 2 or x.shape[1] != self.n_points or z.shape != (x.shape[0],) or x.shape[0] == 0:
-            raise ValueError(f"bad item shapes x{x.shape} z{z.shape}")
-        if not np.all(np.isfinite(x)) or np.any(z < 1) or np.any(z > 118):
+        has = np.asarray(item["has"] if item.get("has") is not None else np.ones(len(z)), dtype=np.float32)
+        if (x.ndim != 2 or x.shape[1] != self.n_points or z.shape != (x.shape[0],) or has.shape != z.shape
+                or x.shape[0] == 0):
+            raise ValueError(f"bad item shapes x{x.shape} z{z.shape} has{has.shape}")
+        if not np.all(np.isfinite(x)) or np.any(z < 1) or np.any(z > 118) or not np.all((has == 0) | (has == 1)):
             raise ValueError("bad item values")
-        return x, z
+        return x, z, has
 
-    def _run(self, arrays: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-        return [float(p) for p in self.predictor.probabilities(arrays)]
+    def _run(self, arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[dict[str, float | None]]:
+        probs, unc = self.predictor.outputs(arrays)
+        return [{"probability": float(p), "uncertainty": None if unc is None else float(unc[k])}
+                for k, p in enumerate(probs)]
 
     @bentoml.api(batchable=True, max_batch_size=declared().max_batch_size,
                  max_latency_ms=declared().max_latency_ms)
-    def infer(self, items: list[dict[str, Any]]) -> list[float]:
-        """Validated per-material arrays {x [absorbers, n_points] float32, z [absorbers]} → P(topological);
+    def infer(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validated per-material arrays {x [absorbers, n_points] float32, z [absorbers], has [absorbers]
+        (1: the row is the absorber's spectrum, 0: by type only; all ones when absent)} →
+        {probability: P(topological), uncertainty: float or None (a model without one)}; probability
         NaN for an item that cannot be run (it alone fails, not the batch)."""
         self.batch_sizes.append(len(items))
         del self.batch_sizes[:-1000]
-        out = [math.nan] * len(items)
+        failed = {"probability": math.nan, "uncertainty": None}
+        out: list[dict[str, Any]] = [dict(failed) for _ in items]
         good: list[int] = []
-        arrays: list[tuple[np.ndarray, np.ndarray]] = []
+        arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for i, item in enumerate(items):
             try:
                 arrays.append(self._item(item))
@@ -230,17 +239,17 @@ class XasTopoModel:
         if not good:
             return out
         try:
-            probs = self._run(arrays)
+            results = self._run(arrays)
         except Exception:  # noqa: BLE001 - fall back to one run per item so only the culprit fails
             logger.exception("batched ONNX run failed; retrying item by item")
-            probs = []
+            results = []
             for a in arrays:
                 try:
-                    probs.append(self._run([a])[0])
+                    results.append(self._run([a])[0])
                 except Exception:  # noqa: BLE001
-                    probs.append(math.nan)
-        for i, p in zip(good, probs, strict=True):
-            out[i] = p
+                    results.append(dict(failed))
+        for i, r in zip(good, results, strict=True):
+            out[i] = r
         return out
 
     @bentoml.api
@@ -295,20 +304,24 @@ class XasTopo:
     @bentoml.api(route="/predict")
     async def predict(self, materials: list[MaterialIn]) -> PredictResponse:
         """One prediction per material, in request order. Bad input: 4xx JSON naming
-        ``materials[i].<field>``; the material's spectra must cover the element's window."""
+        ``materials[i].<field>``; the material's spectra must cover the element's window. A material is
+        its spectra and, optionally, its ``formula`` or ``elements`` (a model that reads compositions
+        answers from the composition alone too)."""
         import anyio
         from starlette.responses import JSONResponse
 
         inputs = await anyio.to_thread.run_sync(self.builder.build, materials)
         if inputs.errors:
             return JSONResponse(error_body([e.item() for e in inputs.errors]), status_code=422)
-        probs = await self._model("infer", [{"x": x, "z": z} for x, z in inputs.valid_arrays()])
-        bad = [i for i, p in enumerate(probs) if not math.isfinite(p)]
+        results = await self._model("infer", [{"x": x, "z": z, "has": has} for x, z, has in inputs.valid_arrays()])
+        probs = [float(r["probability"]) for r in results]
+        bad = [i for i, p in zip(inputs.valid, probs, strict=True) if not math.isfinite(p)]
         if bad:
             return JSONResponse(error_body([error_item(f"materials[{i}].spectra", "the model could not be run "
                                                        "on this material's spectra", i, "spectra") for i in bad]),
                                 status_code=422)
-        return PredictResponse(predictions=self.builder.predictions(inputs, probs), model_name=self.builder.name,
+        unc = [None if r.get("uncertainty") is None else float(r["uncertainty"]) for r in results]
+        return PredictResponse(predictions=self.builder.predictions(inputs, probs, unc), model_name=self.builder.name,
                                model_version=self.builder.version)
 
     @bentoml.api(route="/metadata")

@@ -2,7 +2,10 @@
 
 Parquet input with several sites per element (combined with their weights exactly as in training)
 and a JSON request; bad inputs and a missing model exit != 0 with one readable line, no traceback.
-The exported model is built by the integration fixtures (shared per session, ~40 s): marked slow.
+With a real small ``nn_any`` (reads a composition plus any subset of edges): a CSV of formulas
+(composition only) and a parquet with a formula column, answered as the library answers the same
+materials as a JSON request. The exported models are built by the integration fixtures (shared per
+session, ~40 s): marked slow.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ split_records = _fx.split_records
 exported_model_dir = _fx.exported_model_dir
 sample_request = _fx.sample_request
 sample_sites = _fx.sample_sites
+exported_any_model_dir = _fx.exported_any_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +70,10 @@ def test_parquet_sites_combined_as_in_training(tmp_path: Path, exported_model_di
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out)
     assert df["material_id"].tolist() == list(dict.fromkeys(sample_sites["mp_id"]))  # input order
-    assert list(df.columns) == ["material_id", "probability_topological", "label", "elements_used", "warnings"]
+    assert list(df.columns) == ["material_id", "probability_topological", "label", "elements_used", "warnings",
+                                "uncertainty", "elements_with_spectrum", "elements_by_type", "composition_only"]
+    assert df["uncertainty"].isna().all() and not df["composition_only"].any()
+    assert (df["elements_with_spectrum"] == df["elements_used"]).all() and df["elements_by_type"].isna().all()
 
     # reference: the training featurization of the same records, through the ONNX session
     pre = Preprocessor.load(exported_model_dir / "preprocessor.json")
@@ -155,7 +162,7 @@ def test_bad_files_one_line(tmp_path: Path, exported_model_dir: Path, sample_sit
     assert_one_line_error(run_cli(str(tmp_path / "broken.json"), *out, *md), "not valid JSON")
     assert_one_line_error(run_cli(str(tmp_path / "absent.parquet"), *out, *md), "file not found")
     (tmp_path / "x.txt").write_text("hello")
-    assert_one_line_error(run_cli(str(tmp_path / "x.txt"), *out, *md), "expected a .parquet or .json")
+    assert_one_line_error(run_cli(str(tmp_path / "x.txt"), *out, *md), "expected a .parquet, .json or .csv")
     sample_sites.drop(columns=["mu"]).to_parquet(tmp_path / "nomu.parquet")
     assert_one_line_error(run_cli(str(tmp_path / "nomu.parquet"), *out, *md), "missing column(s) mu")
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
@@ -244,3 +251,98 @@ def test_params_file_places_the_model(tmp_path: Path, exported_model_dir: Path, 
     (conf / "params.yaml").write_text(yaml.safe_dump(params))
     assert_one_line_error(run_cli(str(src), "--out", str(tmp_path / "o.csv"), "--params", str(conf / "params.yaml"),
                                   cwd=run_dir), "model artifact missing", str(conf / "absent"))
+
+
+# ------------------------------------------------------------------ nn_any: formulas and compositions
+def library_answers(model_dir: Path, materials: list[dict]) -> list:
+    from xastopo.inference import Predictor
+    from xastopo.schema import parse_request
+
+    return Predictor(model_dir, prefer_gpu=False).predict(parse_request({"materials": materials}).materials)
+
+
+def assert_rows_match(df: pd.DataFrame, ref: list) -> None:
+    assert df["material_id"].tolist() == [p.material_id for p in ref]
+    np.testing.assert_allclose(df["probability_topological"].astype(float),
+                               [p.probability_topological for p in ref], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(df["uncertainty"].astype(float), [p.uncertainty for p in ref], rtol=0, atol=1e-6)
+    assert df["label"].tolist() == [p.label for p in ref]
+    for col in ("elements_used", "elements_with_spectrum", "elements_by_type"):
+        assert df[col].tolist() == [";".join(getattr(p, col)) for p in ref], col
+    assert df["warnings"].tolist() == [" | ".join(p.warnings) for p in ref]
+    assert df["composition_only"].astype(str).tolist() == [str(p.composition_only) for p in ref]
+
+
+def test_csv_of_formulas_composition_only(tmp_path: Path, exported_any_model_dir: Path) -> None:
+    src = tmp_path / "candidates.csv"
+    src.write_text("material_id,formula,note\ncand-1,Bi2Se3,a TI\ncand-2,Cu2O,\ncand-3, Ca(OH)2 ,x\n")
+    out = tmp_path / "screen.csv"
+    r = run_cli(str(src), "--out", str(out), "--model-dir", str(exported_any_model_dir))
+    assert r.returncode == 0, r.stderr
+    assert "wrote 3 predictions" in r.stdout
+    df = pd.read_csv(out, keep_default_na=False)
+    ref = library_answers(exported_any_model_dir, [{"material_id": "cand-1", "formula": "Bi2Se3"},
+                                                   {"material_id": "cand-2", "formula": "Cu2O"},
+                                                   {"material_id": "cand-3", "formula": "Ca(OH)2"}])
+    assert_rows_match(df, ref)
+    assert df["composition_only"].astype(str).tolist() == ["True"] * 3
+    assert df["elements_with_spectrum"].tolist() == [""] * 3
+    assert df["elements_by_type"].tolist() == ["Se;Bi", "O;Cu", "H;O;Ca"]
+
+
+def test_csv_of_formulas_bad_input(tmp_path: Path, exported_any_model_dir: Path, exported_model_dir: Path) -> None:
+    md = ("--model-dir", str(exported_any_model_dir))
+    out = ("--out", str(tmp_path / "o.csv"))
+    cases = {
+        "nocol.csv": ("material_id,composition\na,Cu2O\n", ("missing column(s) formula",)),
+        "empty.csv": ("", ("not a readable csv",)),
+        "dup.csv": ("material_id,formula\na,Cu2O\na,CuO\n", ("line 3", "material_id a repeats line 2")),
+        "bad.csv": ("material_id,formula\na,Cu2O\nb,Xx2O\n", ("materials[1].formula", "unknown element symbol 'Xx'",
+                                                                 "material_id b")),
+    }
+    for name, (text, fragments) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert_one_line_error(run_cli(str(tmp_path / name), *out, *md), "error:", *fragments)
+        assert not (tmp_path / "o.csv").exists()
+    r = run_cli(str(tmp_path / "bad.csv"), *out, *md, "--skip-invalid")
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(tmp_path / "o.csv")
+    assert df["warnings"].iloc[1].startswith("invalid: materials[1].formula")
+    assert df["probability_topological"].notna()[0]
+    (tmp_path / "o.csv").unlink()
+    # a model that reads spectra only cannot answer from a formula
+    (tmp_path / "ok.csv").write_text("material_id,formula\na,Cu2O\n")
+    assert_one_line_error(run_cli(str(tmp_path / "ok.csv"), *out, "--model-dir", str(exported_model_dir)),
+                          "materials[0].spectra", "this model (kind 'nn') needs spectra", "material_id a")
+
+
+def test_parquet_with_formula_column(tmp_path: Path, exported_any_model_dir: Path, sample_request: dict,
+                                     split_records: pd.DataFrame, labels: pd.DataFrame) -> None:
+    """One formula per material (blank rows take it from the material's other rows); the answers are
+    the library's for the same spectra and formulas as a JSON request; rows that disagree stop the run."""
+    formulas = dict(zip(labels["mp_id"], labels["formula"], strict=True))
+    mats = [m for m in sample_request["materials"] if isinstance(formulas.get(m["material_id"]), str)][:6]
+    rows = []
+    for k, m in enumerate(mats):
+        for s in m["spectra"]:
+            for site in range(2):  # the same site twice: the first row with the formula, the second blank
+                rows.append({"mp_id": m["material_id"], "absorbing_element": s["element"], "energy": s["energy"],
+                             "mu": s["mu"], "formula": formulas[m["material_id"]] if site == 0 or k % 2 else None})
+    src = tmp_path / "sites.parquet"
+    pd.DataFrame(rows).to_parquet(src)
+    out = tmp_path / "out.csv"
+    r = run_cli(str(src), "--out", str(out), "--model-dir", str(exported_any_model_dir))
+    assert r.returncode == 0, r.stderr
+    ref = library_answers(exported_any_model_dir,
+                          [{**m, "formula": formulas[m["material_id"]]} for m in mats])
+    assert_rows_match(pd.read_csv(out, keep_default_na=False), ref)
+    assert any(p.elements_by_type for p in ref)  # the formulas add elements read by type
+
+    bad = pd.DataFrame(rows)
+    first = bad["mp_id"] == mats[0]["material_id"]
+    bad.loc[first.idxmax(), "formula"] = "Cu2O"
+    bad.loc[first[::-1].idxmax(), "formula"] = "CuO"
+    bad.to_parquet(tmp_path / "disagree.parquet")
+    assert_one_line_error(run_cli(str(tmp_path / "disagree.parquet"), "--out", str(tmp_path / "o.csv"), "--model-dir",
+                                  str(exported_any_model_dir)),
+                          f"material {mats[0]['material_id']}", "different formulas", "'Cu2O'", "'CuO'")

@@ -1,4 +1,11 @@
-"""Batch prediction from files: parquet of site spectra or a JSON request → CSV, one row a material.
+"""Batch prediction from files: parquet of site spectra, a JSON request or a CSV of formulas → CSV,
+one row a material.
+
+Inputs: a parquet of site spectra (``mp_id, absorbing_element, energy, mu``, optional ``weight`` or
+``multiplicity`` and ``formula``: one formula per material, blank rows take the material's other
+rows' formula), a JSON request (the service's schema, formula/elements included), or a CSV
+``material_id,formula`` (composition only: screening candidate lists that have no spectra; needs a
+model that reads compositions, ``nn_any``).
 
 A thin shell over :mod:`xastopo.inference` (the service's path): the file becomes a list of
 materials, :meth:`~xastopo.inference.InputBuilder.build` turns them into arrays (request → arrays) and
@@ -19,7 +26,9 @@ from xastopo import config
 from xastopo.inference import InputError, MaterialSites, Predictor
 from xastopo.schema import Prediction, PredictRequest, error_line, parse_request, request_errors
 
-CSV_COLUMNS = ["material_id", "probability_topological", "label", "elements_used", "warnings"]
+CSV_COLUMNS = ["material_id", "probability_topological", "label", "elements_used", "warnings", "uncertainty",
+               "elements_with_spectrum", "elements_by_type", "composition_only"]
+LIST_COLUMNS = ("elements_used", "elements_with_spectrum", "elements_by_type")
 
 
 class BatchInputError(ValueError):
@@ -51,8 +60,19 @@ def read_json_request(path: Path, params_path: Path | None = None) -> PredictReq
         raise BatchInputError(f"{path}: {validation_message(exc)}") from exc
 
 
-def parquet_materials(path: Path) -> list[tuple[str, dict[str, list]]]:
-    """Group site rows by material and element; weights from 'weight'/'multiplicity' or equal."""
+def _formula_of(path: Path, material_id: str, values) -> str | None:
+    """The one formula of a material's rows (blank rows ignored); an error when they disagree."""
+    given = {str(v).strip() for v in values if not pd.isna(v)}
+    given.discard("")
+    if len(given) > 1:
+        raise BatchInputError(f"{path}: material {material_id}: its rows give different formulas "
+                              f"({', '.join(repr(f) for f in sorted(given))}); send one formula per material")
+    return given.pop() if given else None
+
+
+def parquet_materials(path: Path) -> list[MaterialSites]:
+    """Group site rows by material and element; weights from 'weight'/'multiplicity' or equal; the
+    material's formula from an optional 'formula' column."""
     from xastopo.data.readers import ReaderError, read_site_spectra
 
     try:
@@ -60,7 +80,7 @@ def parquet_materials(path: Path) -> list[tuple[str, dict[str, list]]]:
     except ReaderError as exc:
         raise BatchInputError(str(exc)) from exc
     wcol = next((c for c in ("weight", "multiplicity") if c in df.columns), None)
-    out: list[tuple[str, dict[str, list]]] = []
+    out: list[MaterialSites] = []
     for mp, g in df.groupby("mp_id", sort=False):
         spectra: dict[str, list] = {}
         for r in g.itertuples(index=False):
@@ -68,30 +88,61 @@ def parquet_materials(path: Path) -> list[tuple[str, dict[str, list]]]:
             energy = np.asarray(r.energy if r.energy is not None else [], dtype=float)
             mu = np.asarray(r.mu if r.mu is not None else [], dtype=float)
             spectra.setdefault(str(r.absorbing_element), []).append((energy, mu, w))
-        out.append((str(mp), spectra))
+        formula = _formula_of(path, str(mp), g["formula"]) if "formula" in g.columns else None
+        out.append(MaterialSites(str(mp), spectra, formula=formula))
+    return out
+
+
+def formula_csv_materials(path: Path) -> list[MaterialSites]:
+    """A CSV ``material_id,formula`` (other columns ignored): composition-only materials, file order."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise BatchInputError(f"{path}: not a readable csv ({exc.__class__.__name__})") from exc
+    missing = [c for c in ("material_id", "formula") if c not in df.columns]
+    if missing:
+        raise BatchInputError(f"{path}: missing column(s) {', '.join(missing)} (expected material_id,formula)")
+    if df.empty:
+        raise BatchInputError(f"{path}: no materials")
+    seen: dict[str, int] = {}
+    out = []
+    for i, (mid, formula) in enumerate(zip(df["material_id"].str.strip(), df["formula"], strict=True)):
+        line = i + 2  # the header is line 1
+        if not mid:
+            raise BatchInputError(f"{path}: line {line}: empty material_id")
+        if mid in seen:
+            raise BatchInputError(f"{path}: line {line}: material_id {mid} repeats line {seen[mid]}")
+        seen[mid] = line
+        out.append(MaterialSites(mid, {}, formula=formula.strip()))
     return out
 
 
 def read_materials(input_path: Path, params_path: Path | None = None) -> list[MaterialSites]:
-    """The materials of a .json request or a .parquet of site spectra, in file order."""
+    """The materials of a .json request, a .parquet of site spectra or a .csv of formulas, in file order."""
     suffix = input_path.suffix.lower()
     if suffix == ".json":
         return [MaterialSites.from_request(m) for m in read_json_request(input_path, params_path).materials]
     if suffix in (".parquet", ".pq"):
-        return [MaterialSites(mid, spectra) for mid, spectra in parquet_materials(input_path)]
-    raise BatchInputError(f"{input_path}: expected a .parquet or .json file")
+        return parquet_materials(input_path)
+    if suffix == ".csv":
+        return formula_csv_materials(input_path)
+    raise BatchInputError(f"{input_path}: expected a .parquet, .json or .csv (material_id,formula) file")
 
 
 def invalid_row(material_id: str, exc: InputError) -> dict:
     return {"material_id": material_id, "probability_topological": float("nan"), "label": "",
-            "elements_used": "", "warnings": f"invalid: {exc}"}
+            "elements_used": "", "warnings": f"invalid: {exc}", "uncertainty": float("nan"),
+            "elements_with_spectrum": "", "elements_by_type": "", "composition_only": ""}
 
 
 def write_csv(rows: list[Prediction | dict], out: Path) -> int:
+    """One row a material: lists joined by ';', warnings by ' | ', no uncertainty → empty."""
     table = [r.model_dump() if isinstance(r, Prediction) else r for r in rows]
     df = pd.DataFrame(table, columns=CSV_COLUMNS)[CSV_COLUMNS]
-    df["elements_used"] = df["elements_used"].map(lambda v: ";".join(v) if isinstance(v, list) else v)
+    for col in LIST_COLUMNS:
+        df[col] = df[col].map(lambda v: ";".join(v) if isinstance(v, list) else v)
     df["warnings"] = df["warnings"].map(lambda v: " | ".join(v) if isinstance(v, list) else v)
+    df["uncertainty"] = df["uncertainty"].map(lambda v: float("nan") if v is None else v)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     return len(df)

@@ -62,10 +62,13 @@ def data_summary(
 @app.command("predict")
 def predict(
     input: Path = typer.Argument(..., help="parquet with mp_id, absorbing_element, energy, mu (several sites "
-                                 "of an element are combined; optional 'weight' or 'multiplicity' column), "
-                                 "or a JSON file in the service's request schema"),
+                                 "of an element are combined; optional 'weight' or 'multiplicity' column; "
+                                 "optional 'formula' column, one formula per material), a JSON file in the "
+                                 "service's request schema (with formula/elements), or a CSV "
+                                 "material_id,formula (composition only, for a model that reads compositions)"),
     out: Path = typer.Option(..., "--out", help="CSV: material_id, probability_topological, label, "
-                             "elements_used, warnings"),
+                             "elements_used, warnings, uncertainty, elements_with_spectrum, elements_by_type, "
+                             "composition_only"),
     model_dir: Path = typer.Option(None, help="exported model directory (default: XASTOPO_MODEL_DIR, else "
                                    "serving.model_dir of the parameter file, relative to it)"),
     params: Path = typer.Option(None, help="parameter file (default: XASTOPO_PARAMS, else ./params.yaml, else "

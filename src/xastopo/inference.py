@@ -6,17 +6,26 @@ Two halves, so a process that only validates and preprocesses never opens an ONN
   ``preprocessor.json`` and ``metadata.json`` (checksums recorded at export are verified at load, so a
   missing, corrupted or mismatched artifact stops start-up with one clear message).
   :meth:`InputBuilder.build` validates every material against the fitted preprocessor (window
-  coverage, elements with statistics) and turns it into its standardized ``(X, Z)`` arrays, collecting
-  an :class:`InputError` (material index and field) for each one that cannot be used.
-  :meth:`InputBuilder.predictions` turns probabilities back into :class:`~xastopo.schema.Prediction`
-  answers (label by the exported threshold, warnings for elements with few training materials).
+  coverage, elements with statistics) and turns it into its standardized ``(X, Z, has)`` arrays,
+  collecting an :class:`InputError` (material index and field) for each one that cannot be used.
+  :meth:`InputBuilder.predictions` turns probabilities (and uncertainties) back into
+  :class:`~xastopo.schema.Prediction` answers (label by the exported threshold, warnings for elements
+  with few training materials or read by their type only).
 * :class:`Predictor` — the InputBuilder plus the ONNX Runtime session: **arrays → predictions**.
-  :meth:`Predictor.probabilities` runs the model on per-material arrays, and
-  :meth:`Predictor.predict_inputs` = probabilities + predictions.
+  :meth:`Predictor.outputs` runs the model on per-material arrays (probabilities and, when the graph
+  has one, uncertainties), and :meth:`Predictor.predict_inputs` = outputs + predictions.
+
+Which elements a material's arrays hold depends on the family's feature kind
+(:mod:`xastopo.families`): for ``padded_any`` (``nn_any``) every element of the composition is an
+absorber, with its spectrum (``has`` = 1) where one was sent and the preprocessor has statistics for
+its element, by its type only (``has`` = 0, a zero row) otherwise; a spectrum of an element without
+statistics is then not refused but read by type, with a warning. For the other kinds only the
+elements with spectra are absorbers (``has`` = 1 for all), a spectrum of an element without
+statistics is refused, and a material without spectra cannot be answered.
 
 The CLI (``batch_predict``) calls ``build`` then ``predict_inputs`` in one process; the service's
 public ``XasTopo`` calls ``build`` and ``predictions`` around the ``XasTopoModel`` service, which calls
-``probabilities``. Nothing here imports torch, the model code or the training code: what the served
+``outputs``. Nothing here imports torch, the model code or the training code: what the served
 model needs travels in the artifact, and the feature layout of its family comes from
 :mod:`xastopo.families` and :mod:`xastopo.preprocessing.features`.
 """
@@ -34,8 +43,9 @@ import numpy as np
 from xastopo.artifacts import sha256_file
 from xastopo.data.validation import SpectrumError
 from xastopo.devices import gpu_visible, preload_cuda_libraries
+from xastopo.elements import SYMBOLS, atomic_number, parse_formula
 from xastopo.families import family
-from xastopo.preprocessing.batching import pad_materials
+from xastopo.preprocessing.batching import pad_has_spectrum, pad_materials
 from xastopo.preprocessing.features import model_inputs as family_inputs
 from xastopo.preprocessing.preprocessor import Preprocessor, Site
 from xastopo.schema import MaterialIn, Prediction, error_item
@@ -43,7 +53,13 @@ from xastopo.schema import MaterialIn, Prediction, error_item
 __all__ = ["ArtifactError", "InputBuilder", "InputError", "Inputs", "MaterialSites", "Predictor",
            "gpu_visible", "session_providers", "sha256_file"]
 
-Arrays = tuple[np.ndarray, np.ndarray]  # one material: X [absorbers, n_points] float32, Z [absorbers]
+# One material: X [absorbers, n_points] float32, Z [absorbers] int64, has [absorbers] float32 (1 where
+# the absorber's row of X is its spectrum, 0 where it enters by its type only and the row is zeros).
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+#: feature kinds whose models read every element of the composition (``has`` = 0 without a spectrum)
+COMPOSITION_KINDS = frozenset({"padded_any"})
+COMPOSITION_ONLY_WARNING = ("composition only: no spectrum was read; the answer rests on the elements' "
+                            "types alone")
 
 
 class ArtifactError(RuntimeError):
@@ -68,7 +84,8 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class MaterialSites:
-    """One material as the preprocessor takes it: weighted sites ``(energy, mu, weight)`` per element.
+    """One material as the preprocessor takes it: weighted sites ``(energy, mu, weight)`` per element,
+    and its composition (``formula`` or ``elements``; neither: the spectra's elements).
 
     ``positions`` maps an element to its index in a request's ``spectra`` list, so errors name
     ``spectra[j].<field>``; without it (parquet input) they name ``spectra[<element>]``.
@@ -77,21 +94,62 @@ class MaterialSites:
     material_id: str
     spectra: dict[str, list[Site]]
     positions: dict[str, int] | None = None
+    formula: str | None = None
+    elements: tuple[str, ...] | None = None
 
     @classmethod
     def from_request(cls, material: MaterialIn) -> MaterialSites:
         return cls(material.material_id, {s.element: [(s.energy, s.mu, 1.0)] for s in material.spectra},
-                   {s.element: j for j, s in enumerate(material.spectra)})
+                   {s.element: j for j, s in enumerate(material.spectra)}, material.formula,
+                   tuple(material.elements) if material.elements is not None else None)
+
+    def composition(self, index: int) -> list[str]:
+        """The material's elements sorted by Z; an InputError for an unreadable formula or a spectrum
+        of an element outside the given composition (the request schema checks both too)."""
+        if self.formula is not None:
+            try:
+                given: set[str] | None = set(parse_formula(self.formula))
+            except ValueError as exc:
+                raise InputError(index, "formula", str(exc)) from None
+            name = f"the formula '{self.formula}'"
+        elif self.elements is not None:
+            given, name = set(self.elements), f"elements [{', '.join(self.elements)}]"
+            for j, el in enumerate(self.elements):
+                try:
+                    atomic_number(el)
+                except KeyError as exc:
+                    raise InputError(index, f"elements[{j}]", str(exc.args[0])) from None
+        else:
+            given, name = None, ""
+        for el in self.spectra:
+            try:
+                atomic_number(el)
+            except KeyError as exc:
+                raise InputError(index, f"{self.where(el)}.element", f"{el}: {exc.args[0]}") from None
+            if given is not None and el not in given:
+                raise InputError(index, f"{self.where(el)}.element", f"'{el}' is not in {name}")
+        return sorted(given if given is not None else set(self.spectra), key=atomic_number)
+
+    def where(self, element: str) -> str:
+        """How errors name an element's spectrum: ``spectra[j]`` (request) or ``spectra[<element>]``."""
+        j = (self.positions or {}).get(element)
+        return f"spectra[{j}]" if j is not None else f"spectra[{element}]"
 
 
 @dataclass
 class Inputs:
-    """The arrays of a list of materials: ``arrays[i]`` is material i's ``(X, Z)``, or None where it
-    failed (its :class:`InputError` is in ``errors``, in material order)."""
+    """The arrays of a list of materials: ``arrays[i]`` is material i's ``(X, Z, has)``, or None where
+    it failed (its :class:`InputError` is in ``errors``, in material order). ``notes[i]``: warnings
+    found while building material i's arrays (e.g. a spectrum read by type only)."""
 
     material_ids: list[str]
     arrays: list[Arrays | None]
     errors: list[InputError] = dataclasses.field(default_factory=list)
+    notes: list[list[str]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.notes:
+            self.notes = [[] for _ in self.arrays]
 
     @property
     def valid(self) -> list[int]:
@@ -156,22 +214,60 @@ class InputBuilder:
         if self.features is None:
             raise ArtifactError(f"model artifact corrupted: model kind {self.kind!r} cannot be served")
 
+    @property
+    def reads_composition(self) -> bool:
+        """Whether the model reads every element of the composition (any subset with spectra)."""
+        return self.features in COMPOSITION_KINDS
+
     # ----------------------------------------------------------- request → arrays
     def sites_arrays(self, index: int, spectra: dict[str, Sequence[Site]],
                      position: dict[str, int] | None = None) -> Arrays:
-        """(X, Z) of one material from its weighted sites per element; raises InputError."""
+        """(X, Z, has) of one material from its weighted sites per element (the spectra's elements
+        are its composition); raises InputError."""
+        return self.material_arrays(index, MaterialSites("", dict(spectra), position))
+
+    def material_arrays(self, index: int, material: MaterialIn | MaterialSites) -> Arrays:
+        """(X, Z, has) of one material; raises InputError naming the field."""
+        return self.material_inputs(index, material)[0]
+
+    def material_inputs(self, index: int, material: MaterialIn | MaterialSites) -> tuple[Arrays, list[str]]:
+        """((X, Z, has), warnings) of one material; raises InputError naming the field."""
+        m = material if isinstance(material, MaterialSites) else MaterialSites.from_request(material)
+        composition = m.composition(index)
+        if not self.reads_composition:
+            return self._spectra_arrays(index, m), []
+        rows, notes = [], []
+        has = np.zeros(len(composition), dtype=np.float32)
+        for a, el in enumerate(composition):
+            row = np.zeros(self.preprocessor.n_points, dtype=np.float32)
+            if el in m.spectra:
+                if el in self.preprocessor.elements:
+                    row = self._transform(index, m, el)
+                    has[a] = 1.0
+                else:
+                    notes.append(f"{el}: no training spectra for this element; used by its type only")
+            rows.append(row)
+        x = np.stack(rows).astype(np.float32)
+        z = np.asarray([atomic_number(el) for el in composition], dtype=np.int64)
+        return (x, z, has), notes
+
+    def _spectra_arrays(self, index: int, m: MaterialSites) -> Arrays:
+        """Models that read spectra only: the elements with spectra are the absorbers."""
+        if not m.spectra:
+            raise InputError(index, "spectra", f"this model (kind '{self.kind}') needs spectra: send at least "
+                                               "one absorbing element's spectrum")
         try:
-            return self.preprocessor.material_inputs(spectra)
+            x, z = self.preprocessor.material_inputs(m.spectra)
         except SpectrumError as exc:
             el = exc.element or "?"
-            j = (position or {}).get(el)
-            where = f"spectra[{j}]" if j is not None else f"spectra[{el}]"
-            raise InputError(index, f"{where}.{exc.field}", f"{el}: {exc}") from None
+            raise InputError(index, f"{m.where(el)}.{exc.field}", f"{el}: {exc}") from None
+        return x, z, np.ones(len(z), dtype=np.float32)
 
-    def material_arrays(self, index: int, material: MaterialIn) -> Arrays:
-        """(X, Z) of one validated request material; raises InputError."""
-        m = MaterialSites.from_request(material)
-        return self.sites_arrays(index, m.spectra, m.positions)
+    def _transform(self, index: int, m: MaterialSites, element: str) -> np.ndarray:
+        try:
+            return self.preprocessor.transform(element, m.spectra[element]).astype(np.float32)
+        except SpectrumError as exc:
+            raise InputError(index, f"{m.where(element)}.{exc.field}", f"{element}: {exc}") from None
 
     def build(self, materials: Sequence[MaterialIn | MaterialSites], progress: bool = False) -> Inputs:
         """Every material's arrays; the ones that cannot be used are None with their InputError."""
@@ -179,29 +275,42 @@ class InputBuilder:
         out = Inputs([m.material_id for m in sites], [None] * len(sites))
         for i, m in enumerate(_progress(sites, progress and len(sites) >= 200, desc="preprocess", unit="material")):
             try:
-                out.arrays[i] = self.sites_arrays(i, m.spectra, m.positions)
+                out.arrays[i], out.notes[i] = self.material_inputs(i, m)
             except InputError as exc:
                 out.errors.append(exc)
         return out
 
     # ------------------------------------------------------ probabilities → answers
-    def prediction(self, material_id: str, prob: float, z: np.ndarray) -> Prediction:
-        """One answer; warns where an element had few training materials (a weak answer)."""
-        from xastopo.elements import SYMBOLS
-
+    def prediction(self, material_id: str, prob: float, z: np.ndarray, has: np.ndarray | None = None,
+                   uncertainty: float | None = None, notes: Sequence[str] = ()) -> Prediction:
+        """One answer; warns where an element read with its spectrum had few training materials (a
+        weak answer), where a spectrum was read by type only (``notes``), and when no spectrum was
+        read at all."""
         elements = [SYMBOLS[int(v) - 1] for v in z]
+        has = np.ones(len(elements)) if has is None else np.asarray(has)
+        with_spectrum = [el for el, h in zip(elements, has, strict=True) if h > 0]
+        by_type = [el for el, h in zip(elements, has, strict=True) if h <= 0]
         warnings = [f"{el}: only {self.preprocessor.elements[el].n_train} training material(s) had this element"
-                    for el in elements if self.preprocessor.elements[el].n_train < self.min_train_warning]
+                    for el in with_spectrum if self.preprocessor.elements[el].n_train < self.min_train_warning]
+        warnings += list(notes)
+        if not with_spectrum:
+            warnings.append(COMPOSITION_ONLY_WARNING)
         return Prediction(
             material_id=material_id, probability_topological=float(prob),
             label="topological" if prob >= self.threshold else "trivial",
-            elements_used=elements, warnings=warnings, model_name=self.name, model_version=self.version)
+            elements_used=elements, warnings=warnings, model_name=self.name, model_version=self.version,
+            uncertainty=None if uncertainty is None else float(uncertainty),
+            elements_with_spectrum=with_spectrum, elements_by_type=by_type, composition_only=not with_spectrum)
 
-    def predictions(self, inputs: Inputs, probs: Sequence[float]) -> list[Prediction | None]:
-        """Answers in material order from the probabilities of ``inputs.valid`` (None where invalid)."""
+    def predictions(self, inputs: Inputs, probs: Sequence[float],
+                    uncertainties: Sequence[float | None] | None = None) -> list[Prediction | None]:
+        """Answers in material order from the probabilities (and uncertainties, when the model has
+        them) of ``inputs.valid`` (None where invalid)."""
         out: list[Prediction | None] = [None] * len(inputs.arrays)
-        for i, p in zip(inputs.valid, probs, strict=True):
-            out[i] = self.prediction(inputs.material_ids[i], p, inputs.arrays[i][1])
+        unc = [None] * len(inputs.valid) if uncertainties is None else list(uncertainties)
+        for i, p, u in zip(inputs.valid, probs, unc, strict=True):
+            _, z, has = inputs.arrays[i]
+            out[i] = self.prediction(inputs.material_ids[i], p, z, has, u, inputs.notes[i])
         return out
 
 
@@ -223,34 +332,72 @@ class Predictor(InputBuilder):
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
-    def model_inputs(self, x: np.ndarray, z: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    @property
+    def has_uncertainty(self) -> bool:
+        """Whether the graph outputs an ``uncertainty`` beside the probability."""
+        return "uncertainty" in self.output_names
+
+    def model_inputs(self, x: np.ndarray, z: np.ndarray, mask: np.ndarray,
+                     has_spectrum: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Padded arrays → the exported graph's inputs, by the family's feature kind (networks: as
-        they are; SVMs: their feature vectors in the training element order)."""
-        return family_inputs(self.features, x, z, mask, self.metadata.get("element_z"))
+        they are, ``padded_any`` with ``has_spectrum``, all ones where None; SVMs: their feature
+        vectors in the training element order)."""
+        return family_inputs(self.features, x, z, mask, self.metadata.get("element_z"), has_spectrum=has_spectrum)
 
     # ----------------------------------------------------------- arrays → predictions
-    def predict_arrays(self, x: np.ndarray, z: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """P(topological) for padded arrays, float64 [N]."""
+    def predict_arrays_with_uncertainty(self, x: np.ndarray, z: np.ndarray, mask: np.ndarray,
+                                        has_spectrum: np.ndarray | None = None
+                                        ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(P(topological) float64 [N], uncertainty float64 [N] or None when the graph has none) for
+        padded arrays."""
+        names = self.output_names
         if len(x) == 0:
-            return np.zeros(0)
-        out = self.session.run(None, self.model_inputs(x, z, mask))
-        if len(out) == 1:  # a network: one output, P(topological)
-            return np.asarray(out[0], dtype=np.float64).reshape(-1)
-        return np.asarray(out[-1], dtype=np.float64)[:, 1]  # skl2onnx: (label, probabilities)
+            return np.zeros(0), (np.zeros(0) if "uncertainty" in names else None)
+        out = dict(zip(names, self.session.run(None, self.model_inputs(x, z, mask, has_spectrum)), strict=True))
+        if "probability" in out:  # a network: P(topological) [N] (and nn_any's uncertainty [N])
+            p = np.asarray(out["probability"], dtype=np.float64).reshape(-1)
+            u = out.get("uncertainty")
+            return p, None if u is None else np.asarray(u, dtype=np.float64).reshape(-1)
+        return np.asarray(out[names[-1]], dtype=np.float64)[:, 1], None  # skl2onnx: (label, probabilities)
+
+    def predict_arrays(self, x: np.ndarray, z: np.ndarray, mask: np.ndarray,
+                       has_spectrum: np.ndarray | None = None) -> np.ndarray:
+        """P(topological) for padded arrays, float64 [N] (the export parity check's entry)."""
+        return self.predict_arrays_with_uncertainty(x, z, mask, has_spectrum)[0]
+
+    def padded(self, arrays: Sequence[Arrays]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-material ``(X, Z, has)`` → padded (x, z, mask, has_spectrum)."""
+        x, z, mask = pad_materials([(a[0], a[1]) for a in arrays], self.preprocessor.n_points)
+        return x, z, mask, pad_has_spectrum([a[2] for a in arrays], z.shape[1])
+
+    def outputs(self, arrays: Sequence[Arrays], batch_size: int | None = None,
+                progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(P(topological), uncertainty or None) of per-material arrays, in ONNX runs of at most
+        ``batch_size`` materials."""
+        step = batch_size or max(len(arrays), 1)
+        starts = range(0, len(arrays), step)
+        chunks = [self.predict_arrays_with_uncertainty(*self.padded(arrays[s:s + step]))
+                  for s in _progress(starts, progress and len(arrays) >= 1000, desc="predict", unit="batch")]
+        if not chunks:
+            return np.zeros(0), (np.zeros(0) if self.has_uncertainty else None)
+        probs = np.concatenate([p for p, _ in chunks])
+        unc = None if chunks[0][1] is None else np.concatenate([u for _, u in chunks])
+        return probs, unc
 
     def probabilities(self, arrays: Sequence[Arrays], batch_size: int | None = None,
                       progress: bool = False) -> np.ndarray:
         """P(topological) of per-material arrays, in ONNX runs of at most ``batch_size`` materials."""
-        step = batch_size or max(len(arrays), 1)
-        starts = range(0, len(arrays), step)
-        chunks = [self.predict_arrays(*pad_materials(arrays[s:s + step], self.preprocessor.n_points))
-                  for s in _progress(starts, progress and len(arrays) >= 1000, desc="predict", unit="batch")]
-        return np.concatenate(chunks) if chunks else np.zeros(0)
+        return self.outputs(arrays, batch_size, progress)[0]
 
     def predict_inputs(self, inputs: Inputs, batch_size: int | None = None,
                        progress: bool = False) -> list[Prediction | None]:
         """Answers in material order (None where the material had no arrays)."""
-        return self.predictions(inputs, self.probabilities(inputs.valid_arrays(), batch_size, progress))
+        probs, unc = self.outputs(inputs.valid_arrays(), batch_size, progress)
+        return self.predictions(inputs, probs, unc)
 
     def predict(self, materials: Sequence[MaterialIn | MaterialSites]) -> list[Prediction]:
         """Both halves for validated request materials; raises the first InputError."""
@@ -266,4 +413,8 @@ class Predictor(InputBuilder):
         out = {k: self.metadata.get(k) for k in keys}
         out["preprocessing"] = self.preprocessor.to_dict()
         out["execution_provider"] = self.provider
+        out["feature_kind"] = self.features
+        out["reads_composition"] = self.reads_composition  # formula/elements + any subset of edges
+        out["outputs"] = self.output_names
+        out["uncertainty"] = self.has_uncertainty
         return out

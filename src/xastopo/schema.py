@@ -1,9 +1,16 @@
 """Request/response schema shared by the CLI and the service (one definition, one set of checks).
 
 Generic checks (types, finite numbers, strictly increasing energy, matching lengths, known element
-symbols, no duplicate elements, size limits) live here as pydantic validators, so the service answers
-them with HTTP 422 naming the field, and the CLI reports the same words. Checks that need the fitted
-model (window coverage, elements with statistics) are added by :class:`xastopo.inference.InputBuilder`.
+symbols, no duplicate elements, a readable formula, spectra only of the composition's elements, size
+limits) live here as pydantic validators, so the service answers them with HTTP 422 naming the field,
+and the CLI reports the same words. Checks that need the fitted model (window coverage, elements with
+statistics, whether the model can answer without spectra) are added by
+:class:`xastopo.inference.InputBuilder`.
+
+A material is its composition plus any subset of its K-edge spectra: ``formula`` (``"Cu2S"``) or
+``elements`` (``["Cu", "S"]``), not both, and ``spectra`` (possibly empty when the composition is
+given: a composition-only request). Without ``formula`` and ``elements`` the composition is the
+spectra's elements (the original request shape, unchanged).
 
 The size limits are not constants here: they are the serving settings (``serving.max_materials``,
 ``serving.max_points`` of params.yaml, :attr:`xastopo.config.ServingSettings.limits`), passed as the
@@ -18,11 +25,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from xastopo.elements import Z_OF
+from xastopo.elements import Z_OF, atomic_number, parse_formula
 
 
 def _limit(info: ValidationInfo, name: str) -> int | None:
     return (info.context or {}).get(name)
+
+
+class FieldError(ValueError):
+    """A check's failure that names a field below where the validator runs (``path``, e.g.
+    ``spectra[1].element`` for a material-level check); :func:`request_errors` appends it to the loc."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class SpectrumIn(BaseModel):
@@ -69,18 +85,45 @@ class SpectrumIn(BaseModel):
 
 
 class MaterialIn(BaseModel):
-    """One material: one spectrum per absorbing element (several elements allowed)."""
+    """One material: its composition (``formula`` or ``elements``, optional) and one spectrum per
+    absorbing element it has a spectrum for (several elements allowed; none when the composition is
+    given)."""
 
     model_config = ConfigDict(extra="forbid")
 
     material_id: str = Field(min_length=1, max_length=200)
-    spectra: list[SpectrumIn]
+    formula: str | None = Field(default=None, max_length=500,
+                                description="chemical formula, e.g. 'Cu2S', 'Bi2Se3', 'Ca(OH)2'")
+    elements: list[str] | None = Field(default=None, max_length=92,
+                                       description="the material's element symbols (instead of formula)")
+    spectra: list[SpectrumIn] = Field(default_factory=list)
+
+    @field_validator("formula")
+    @classmethod
+    def _readable_formula(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_formula(v)  # ValueError naming the problem
+        return v
+
+    @field_validator("elements")
+    @classmethod
+    def _known_unique_elements(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("no elements: list the material's element symbols (or send formula)")
+        seen: set[str] = set()
+        for j, el in enumerate(v):
+            if el not in Z_OF:
+                raise FieldError(f"[{j}]", f"unknown element symbol '{el}'")
+            if el in seen:
+                raise FieldError(f"[{j}]", f"duplicate element '{el}'")
+            seen.add(el)
+        return v
 
     @field_validator("spectra")
     @classmethod
-    def _non_empty_unique(cls, v: list[SpectrumIn]) -> list[SpectrumIn]:
-        if not v:
-            raise ValueError("no spectra: send at least one absorbing element's spectrum")
+    def _unique(cls, v: list[SpectrumIn]) -> list[SpectrumIn]:
         seen: set[str] = set()
         for s in v:
             if s.element in seen:
@@ -88,6 +131,40 @@ class MaterialIn(BaseModel):
                                  "(combine sites first)")
             seen.add(s.element)
         return v
+
+    @model_validator(mode="after")
+    def _composition(self) -> MaterialIn:
+        if self.formula is not None and self.elements is not None:
+            raise FieldError("elements", "send formula or elements, not both")
+        if not self.spectra and self.formula is None and self.elements is None:
+            raise FieldError("spectra", "no spectra: send at least one absorbing element's spectrum, or the "
+                                        "material's formula or elements (a composition-only answer)")
+        given = self.given_composition
+        if given is not None:
+            for j, s in enumerate(self.spectra):
+                if s.element not in given:
+                    raise FieldError(f"spectra[{j}].element", f"'{s.element}' is not in {self.composition_name}")
+        return self
+
+    @property
+    def given_composition(self) -> set[str] | None:
+        """The elements of ``formula`` or ``elements``; None when neither is given."""
+        if self.formula is not None:
+            return set(parse_formula(self.formula))
+        return set(self.elements) if self.elements is not None else None
+
+    @property
+    def composition(self) -> list[str]:
+        """The material's elements sorted by Z (the spectra's elements when no composition is given)."""
+        given = self.given_composition
+        return sorted(given if given is not None else {s.element for s in self.spectra}, key=atomic_number)
+
+    @property
+    def composition_name(self) -> str:
+        """How errors name the composition: ``the formula 'Cu2S'`` or ``elements [Cu, S]``."""
+        if self.formula is not None:
+            return f"the formula '{self.formula}'"
+        return f"elements [{', '.join(self.elements or [])}]"
 
 
 class PredictRequest(BaseModel):
@@ -112,7 +189,13 @@ def parse_request(data: Any, limits: Mapping[str, int] | None = None) -> Predict
 
 
 class Prediction(BaseModel):
-    """One answer per material, in request order (also the CLI's CSV row)."""
+    """One answer per material, in request order (also the CLI's CSV row).
+
+    ``elements_used``: every element the model read, sorted by Z; of these, ``elements_with_spectrum``
+    entered with their spectrum and ``elements_by_type`` by their atom type only (no spectrum sent, or
+    none the model has training spectra for). ``composition_only``: no spectrum was read at all.
+    ``uncertainty``: the spread of the model's ensemble members (None for a model without one).
+    """
 
     material_id: str
     probability_topological: float
@@ -121,6 +204,10 @@ class Prediction(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     model_name: str = ""
     model_version: str = ""
+    uncertainty: float | None = None
+    elements_with_spectrum: list[str] = Field(default_factory=list)
+    elements_by_type: list[str] = Field(default_factory=list)
+    composition_only: bool = False
 
 
 class PredictResponse(BaseModel):
@@ -143,11 +230,14 @@ def error_line(item: dict[str, Any]) -> str:
 def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """pydantic errors → [{loc: 'materials[3].spectra[0].energy', index: 3, field: 'spectra[0].energy', ...}]."""
     out = []
-    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+    for err in exc.errors(include_url=False, include_context=True, include_input=False):
         loc, index = "", None
         parts = list(err["loc"])
         for part in parts:
             loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        below = (err.get("ctx") or {}).get("error")
+        if isinstance(below, FieldError):  # a check that names a field below its validator's
+            loc += below.path if below.path.startswith("[") else f".{below.path}"
         field = None
         if len(parts) >= 2 and parts[0] == "materials" and isinstance(parts[1], int):
             index = parts[1]

@@ -74,6 +74,12 @@ def assert_same(preds: list[dict], ref: list, atol: float = ATOL) -> None:
         assert p["label"] == r.label
         assert p["elements_used"] == r.elements_used
         assert p["model_name"] == r.model_name and p["model_version"] == r.model_version
+        assert p["warnings"] == r.warnings
+        assert p["elements_with_spectrum"] == r.elements_with_spectrum
+        assert p["elements_by_type"] == r.elements_by_type and p["composition_only"] == r.composition_only
+        assert (p["uncertainty"] is None) == (r.uncertainty is None)
+        if r.uncertainty is not None:
+            assert abs(p["uncertainty"] - r.uncertainty) <= atol
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -232,6 +238,15 @@ def _bad_cases(good: dict) -> list[tuple[str, object, int, str, str]]:
         ("element_without_statistics", body(_spec(good, element="Zn")), 422,
          "materials[1].spectra[0].element", "no statistics for element 'Zn'"),
         ("no_spectra", body(), 422, "materials[1].spectra", "no spectra"),
+        ("bad_formula", {"materials": [good, {"material_id": "f", "formula": "Xx2O"}]}, 422,
+         "materials[1].formula", "unknown element symbol 'Xx'"),
+        ("element_not_in_formula", {"materials": [good, {"material_id": "f", "formula": "Ti2O3",
+                                                         "spectra": [_spec(good)]}]}, 422,
+         "materials[1].spectra[0].element", "'Cu' is not in the formula 'Ti2O3'"),
+        ("unknown_in_elements", {"materials": [good, {"material_id": "f", "elements": ["Cu", "Qq"]}]}, 422,
+         "materials[1].elements[1]", "unknown element symbol 'Qq'"),
+        ("formula_only_for_spectra_model", {"materials": [good, {"material_id": "f", "formula": "Cu2S"}]}, 422,
+         "materials[1].spectra", "this model (kind 'nn') needs spectra"),
         ("duplicate_elements", body(_spec(good), _spec(good)), 422, "materials[1].spectra", "duplicate element 'Cu'"),
         ("too_many_points", body(_spec(good, energy=many, mu=many)), 422,
          "materials[1].spectra[0].energy", "too many points (5001 > 5000)"),
@@ -271,6 +286,19 @@ def test_bad_input_is_4xx_naming_material_and_field(server: Server, bad_cases: d
     assert out["error"].startswith(loc), out
     if loc.startswith("materials[1]"):
         assert first["index"] == 1 and first["field"] == loc.removeprefix("materials[1].")
+
+
+def test_spectra_model_takes_a_formula_and_ignores_it(server: Server, good_material: dict,
+                                                    ref_predictions: list, sample_request: dict) -> None:
+    """The paper's nn reads spectra only: with the material's formula the answer is the old one,
+    and the new fields say so (every element read with its spectrum, no uncertainty)."""
+    i = sample_request["materials"].index(good_material)
+    r = post(server, "/predict", {"materials": [{**good_material, "formula": "Cu2S"}]})
+    assert r.status_code == 200, r.text
+    p = r.json()["predictions"][0]
+    assert_same([p], [ref_predictions[i]])
+    assert p["uncertainty"] is None and p["elements_with_spectrum"] == ["Cu"] and p["elements_by_type"] == []
+    assert p["composition_only"] is False
 
 
 def test_window_message_names_needed_range(server: Server, bad_cases: dict, exported_model_dir: Path) -> None:

@@ -1,0 +1,70 @@
+"""The request schema's composition fields (``formula`` / ``elements``): what is accepted, and every
+refusal named by material index and field, worded as the service's 422 and the CLI's error line."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from xastopo.schema import Prediction, parse_request, request_errors
+
+ENERGY = [8980.0 + i for i in range(40)]
+MU = [min(1.0, max(0.0, (e - 8990.0) / 10.0)) for e in ENERGY]
+
+
+def spectrum(element: str) -> dict:
+    return {"element": element, "energy": ENERGY, "mu": MU}
+
+
+def first_error(material: dict) -> dict:
+    good = {"material_id": "ok", "spectra": [spectrum("Cu")]}
+    with pytest.raises(ValidationError) as info:
+        parse_request({"materials": [good, material]})
+    return request_errors(info.value)[0]
+
+
+def test_old_shape_unchanged() -> None:
+    m = parse_request({"materials": [{"material_id": "a", "spectra": [spectrum("Ti"), spectrum("Cu")]}]}).materials[0]
+    assert m.formula is None and m.elements is None
+    assert m.composition == ["Ti", "Cu"]  # the spectra's elements, by Z
+
+
+def test_composition_only_and_with_spectra() -> None:
+    req = parse_request({"materials": [
+        {"material_id": "f", "formula": "Cu2S"},
+        {"material_id": "e", "elements": ["Se", "Bi"], "spectra": []},
+        {"material_id": "fs", "formula": "Ca(OH)2", "spectra": [spectrum("Ca")]},
+    ]})
+    f, e, fs = req.materials
+    assert f.composition == ["S", "Cu"] and f.spectra == []
+    assert e.composition == ["Se", "Bi"]
+    assert fs.composition == ["H", "O", "Ca"]
+
+
+@pytest.mark.parametrize(("material", "loc", "fragment"), [
+    ({"material_id": "x", "formula": "Xx2O"}, "materials[1].formula", "unknown element symbol 'Xx'"),
+    ({"material_id": "x", "formula": "Cu(S"}, "materials[1].formula", "unbalanced '('"),
+    ({"material_id": "x", "formula": "  "}, "materials[1].formula", "empty formula"),
+    ({"material_id": "x", "elements": ["Cu", "Qq"]}, "materials[1].elements[1]", "unknown element symbol 'Qq'"),
+    ({"material_id": "x", "elements": ["Cu", "Cu"]}, "materials[1].elements[1]", "duplicate element 'Cu'"),
+    ({"material_id": "x", "elements": []}, "materials[1].elements", "no elements"),
+    ({"material_id": "x", "formula": "Cu2S", "spectra": [spectrum("Cu"), spectrum("O")]},
+     "materials[1].spectra[1].element", "'O' is not in the formula 'Cu2S'"),
+    ({"material_id": "x", "elements": ["Cu", "S"], "spectra": [spectrum("O")]},
+     "materials[1].spectra[0].element", "'O' is not in elements [Cu, S]"),
+    ({"material_id": "x"}, "materials[1].spectra", "no spectra"),
+    ({"material_id": "x", "spectra": []}, "materials[1].spectra", "or the material's formula or elements"),
+    ({"material_id": "x", "formula": "CuO", "elements": ["Cu", "O"]}, "materials[1].elements", "not both"),
+    ({"material_id": "x", "formula": 5}, "materials[1].formula", "string"),
+])
+def test_refusals_name_material_and_field(material: dict, loc: str, fragment: str) -> None:
+    err = first_error(material)
+    assert err["loc"] == loc, err
+    assert fragment in err["message"], err
+    assert err["index"] == 1 and err["field"] == loc.removeprefix("materials[1].")
+
+
+def test_prediction_defaults_keep_old_answers() -> None:
+    p = Prediction(material_id="a", probability_topological=0.5, label="trivial", elements_used=["Cu"])
+    assert p.uncertainty is None and p.elements_with_spectrum == [] and p.elements_by_type == []
+    assert p.composition_only is False
