@@ -105,6 +105,12 @@ def test_mlflow_parent_child_runs_metrics_and_champion_alias(pipeline):
     nn = next(r for r in children if r.info.run_name == "nn")
     history = client.get_metric_history(nn.info.run_id, "val_loss")
     assert len(history) == 3 and [h.step for h in history] == [1, 2, 3]
+    any_run = next(r for r in children if r.info.run_name == "nn_any")  # ablation and calibration logged
+    local = json.loads((repo / "metrics/nn_any.json").read_text())["test_sets"]["shipped"]["composition_vs_both"]
+    assert any_run.data.metrics["ablation_shipped_both_macro_f1"] == pytest.approx(local["scores"]["macro_f1"]["b"])
+    assert "calibration_test_after_ece" in any_run.data.metrics
+    assert {"ablation.json", "ablation.md", "calibration.json"} <= {a.path for a in client.list_artifacts(
+        any_run.info.run_id)}
     champion = json.loads((repo / "models/champion.json").read_text())
     mv = client.get_model_version_by_alias("xastopo-classifier", "champion")
     assert str(mv.version) == champion["registered_version"]

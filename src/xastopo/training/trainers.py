@@ -291,6 +291,7 @@ def train_network_any(fam: Family, ctx: Context) -> Trained:
              "n_train_materials": int(len(any_data["train"]["y"])),
              "test_sets": ablations(any_data["test"], sets, predict, thr, int(cfg["n_boot"]), ctx.seed),
              "uncertainty": uncertainty_check(any_data["test"]["y"], *p_all["test"], thr)}
+    log_any_edge_results(extra, Path("plots") / fam.name / "calibration_test.png")
     model = CalibratedEnsemble(nets, *temp).eval()
     torch.save({"config": cfg, "n_points": ctx.n_points, "members": [n.state_dict() for n in nets],
                 "temperature": temp[0], "bias": temp[1]}, ctx.mdir / "model.pt")
@@ -299,6 +300,32 @@ def train_network_any(fam: Family, ctx: Context) -> Trained:
     info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
                                     pip_requirements=tracking.PIP_REQUIREMENTS)
     return Trained(probs, thr, extra, info)
+
+
+def log_any_edge_results(extra: dict, calibration_png: Path) -> None:
+    """The ablation and the calibration in the family's MLflow run: flat metrics to compare runs, the
+    full table as ``ablation.json`` / ``ablation.md``, the reliability diagram."""
+    import mlflow
+
+    flat, lines = {}, ["| test set | n | score | composition only | both | both − composition [95 %] |",
+                       "|---|---|---|---|---|---|"]
+    for name, res in extra["test_sets"].items():
+        cmp = res.get("composition_vs_both")
+        if cmp is None:
+            continue
+        for k, v in cmp["scores"].items():
+            flat.update({f"ablation_{name}_composition_{k}": v["a"], f"ablation_{name}_both_{k}": v["b"]})
+            lines.append(f"| {name} | {res['n']} | {k} | {v['a']:.3f} | {v['b']:.3f} | {v['diff']:+.3f} "
+                         f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] |")
+    for split, st in extra["calibration"].items():
+        for when in ("before", "after"):
+            flat.update({f"calibration_{split}_{when}_ece": st[when]["ece"],
+                         f"calibration_{split}_{when}_brier": st[when]["brier"]})
+    mlflow.log_metrics(flat)
+    mlflow.log_dict(extra["test_sets"], "ablation.json")
+    mlflow.log_text("\n".join(lines) + "\n", "ablation.md")
+    mlflow.log_dict(extra["calibration"], "calibration.json")
+    mlflow.log_artifact(str(calibration_png), "plots")
 
 
 def uncertainty_check(y: np.ndarray, p: np.ndarray, u: np.ndarray, thr: float) -> dict:
