@@ -161,8 +161,10 @@ def test_bad_files_one_line(tmp_path: Path, exported_model_dir: Path, sample_sit
     (tmp_path / "broken.json").write_text('{"materials": [')
     assert_one_line_error(run_cli(str(tmp_path / "broken.json"), *out, *md), "not valid JSON")
     assert_one_line_error(run_cli(str(tmp_path / "absent.parquet"), *out, *md), "file not found")
-    (tmp_path / "x.txt").write_text("hello")
-    assert_one_line_error(run_cli(str(tmp_path / "x.txt"), *out, *md), "expected a .parquet, .json or .csv")
+    (tmp_path / "x.bin").write_text("hello")
+    assert_one_line_error(run_cli(str(tmp_path / "x.bin"), *out, *md), "expected a .parquet, .json or .csv")
+    (tmp_path / "x.txt").write_text("hello")  # a .txt is a measured spectrum: its reader says what is wrong
+    assert_one_line_error(run_cli(str(tmp_path / "x.txt"), *out, *md), "x.txt: no numeric data columns found")
     sample_sites.drop(columns=["mu"]).to_parquet(tmp_path / "nomu.parquet")
     assert_one_line_error(run_cli(str(tmp_path / "nomu.parquet"), *out, *md), "missing column(s) mu")
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")

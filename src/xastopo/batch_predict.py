@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from xastopo import config
 from xastopo.inference import InputError, MaterialSites, Predictor
-from xastopo.schema import Prediction, PredictRequest, error_line, parse_request, request_errors
+from xastopo.schema import Prediction, PredictRequest, error_line, json_depth, parse_request, request_errors
 
 CSV_COLUMNS = ["material_id", "probability_topological", "label", "elements_used", "warnings", "uncertainty",
                "elements_with_spectrum", "elements_by_type", "composition_only"]
@@ -48,16 +48,24 @@ def validation_message(exc: ValidationError) -> str:
 
 
 def read_json_request(path: Path, params_path: Path | None = None) -> PredictRequest:
-    """A JSON request, validated as the service validates it (with the serving size limits)."""
+    """A JSON request, validated as the service validates it (the serving size limits, and the nesting
+    limit ``serving.max_json_depth`` checked before parsing: the parsers recurse per level). Any
+    unreadable body is a BatchInputError naming the file, never a traceback (CLI) or a 500 (page)."""
+    serving = config.serving_settings(config.load_params(params_path))
+    body = path.read_bytes()
+    if json_depth(body, serving.max_json_depth) > serving.max_json_depth:
+        raise BatchInputError(f"{path}: nested more than {serving.max_json_depth} levels deep "
+                              "(serving.max_json_depth; a request needs 6)")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BatchInputError(f"{path}: not valid JSON ({exc})") from exc
-    limits = config.serving_settings(config.load_params(params_path)).limits
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, the int digit limit
+        raise BatchInputError(f"{path}: not valid JSON ({exc})") from None
     try:
-        return parse_request(data, limits)
+        return parse_request(data, serving.limits)
     except ValidationError as exc:
-        raise BatchInputError(f"{path}: {validation_message(exc)}") from exc
+        raise BatchInputError(f"{path}: {validation_message(exc)}") from None
+    except RecursionError:
+        raise BatchInputError(f"{path}: nested too deeply") from None
 
 
 def _formula_of(path: Path, material_id: str, values) -> str | None:
@@ -149,21 +157,70 @@ def write_csv(rows: list[Prediction | dict], out: Path) -> int:
 
 
 def predict_file(input_path: Path, out: Path, model_dir: Path | None, params_path: Path | None = None,
-                 skip_invalid: bool = False, batch_size: int = 256) -> tuple[int, int]:
+                 skip_invalid: bool = False, batch_size: int = 256, distributed: bool = False,
+                 scheduler: str | None = None, workers: int = 0) -> tuple[int, int]:
     """Predict every material of ``input_path`` into ``out``; return (rows written, invalid).
 
     A material that cannot be used stops the run with an InputError naming it, or with
-    ``skip_invalid`` becomes a row whose warning gives the reason.
+    ``skip_invalid`` becomes a row whose warning gives the reason. ``distributed`` (or a ``scheduler``)
+    fans the batches out over Dask (:func:`xastopo.screening.predict_materials`: same answers).
     """
+    from xastopo.screening import cached_predictor, predict_materials
+
     if not input_path.is_file():
         raise BatchInputError(f"{input_path}: file not found")
-    predictor = Predictor(resolve_model_dir(model_dir, params_path))
+    mdir = resolve_model_dir(model_dir, params_path)
+    cached_predictor(mdir)  # a missing or corrupted model stops here, before the input is read
     materials = read_materials(input_path, params_path)
-    inputs = predictor.build(materials, progress=True)
-    if inputs.errors and not skip_invalid:
-        exc = inputs.errors[0]
+    answers = predict_materials(mdir, materials, batch_size, distributed=distributed or bool(scheduler),
+                                scheduler=scheduler, workers=workers)
+    errors = [a for a in answers if isinstance(a, InputError)]
+    if errors and not skip_invalid:
+        exc = errors[0]
         raise InputError(exc.index, exc.field, f"{exc.message} (material_id {materials[exc.index].material_id})")
-    answers = predictor.predict_inputs(inputs, batch_size, progress=True)
-    invalid = {exc.index: invalid_row(materials[exc.index].material_id, exc) for exc in inputs.errors}
-    rows = [a if a is not None else invalid[i] for i, a in enumerate(answers)]
-    return write_csv(rows, out), len(invalid)
+    rows = [invalid_row(materials[i].material_id, a) if isinstance(a, InputError) else a
+            for i, a in enumerate(answers)]
+    return write_csv(rows, out), len(errors)
+
+
+# ------------------------------------------------------------------ measured (beamline) files
+MEASURED_SUFFIXES = (".xdi", ".xmu", ".dat", ".txt", ".csv", ".nor", ".001", ".060")
+
+
+def measured_material(paths: list[Path], formula: str | None = None, element: str | None = None,
+                      columns: dict[str, str] | None = None, material_id: str | None = None,
+                      min_points: int | None = None) -> MaterialSites:
+    """Several measured files of one material → one :class:`MaterialSites`: each file a site of its
+    element (repeat scans of one element are averaged with equal weights, as sites are), marked
+    measured so the InputBuilder normalizes and aligns them. The element comes from each file's
+    header, else ``element``; a file that cannot be read (or has fewer than ``min_points`` rows, the
+    model's ``Preprocessor.min_points``) is a BatchInputError naming it."""
+    from xastopo.data.measured import MeasuredError, read_measured
+
+    if not paths:
+        raise BatchInputError("no measured files given")
+    spectra: dict[str, list] = {}
+    measured: dict[str, list[tuple[str, str | None]]] = {}
+    for path in paths:
+        if not path.is_file():
+            raise BatchInputError(f"{path}: file not found")
+        try:
+            s = read_measured(path, str(path), element, columns, min_points)
+        except MeasuredError as exc:
+            raise BatchInputError(str(exc)) from None
+        spectra.setdefault(s.element, []).append((s.energy, s.mu, 1.0))
+        measured.setdefault(s.element, []).append((str(path), s.edge))
+    mid = material_id or (formula or "+".join(p.stem for p in paths))
+    return MaterialSites(mid, spectra, formula=formula, measured=measured)
+
+
+def predict_measured_files(paths: list[Path], out: Path, formula: str | None, model_dir: Path | None,
+                           params_path: Path | None = None, element: str | None = None,
+                           columns: dict[str, str] | None = None, material_id: str | None = None) -> int:
+    """One material from measured files → one CSV row, through the same Predictor as every input."""
+    predictor = Predictor(resolve_model_dir(model_dir, params_path))  # a bad model stops first, as predict_file
+    material = measured_material(paths, formula, element, columns, material_id, predictor.preprocessor.min_points)
+    inputs = predictor.build([material])
+    if inputs.errors:
+        raise inputs.errors[0]
+    return write_csv(predictor.predict_inputs(inputs), out)  # type: ignore[arg-type]

@@ -61,11 +61,14 @@ def data_summary(
 
 @app.command("predict")
 def predict(
-    input: Path = typer.Argument(..., help="parquet with mp_id, absorbing_element, energy, mu (several sites "
-                                 "of an element are combined; optional 'weight' or 'multiplicity' column; "
-                                 "optional 'formula' column, one formula per material), a JSON file in the "
-                                 "service's request schema (with formula/elements), or a CSV "
-                                 "material_id,formula (composition only, for a model that reads compositions)"),
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...",
+                                        help="parquet with mp_id, absorbing_element, energy, mu (several sites "
+                                        "of an element are combined; optional 'weight' or 'multiplicity' column; "
+                                        "optional 'formula' column, one formula per material), a JSON file in the "
+                                        "service's request schema (with formula/elements), or a CSV "
+                                        "material_id,formula (composition only, for a model that reads "
+                                        "compositions); or measured files of ONE material (XDI, .xmu, two/multi-"
+                                        "column text or CSV: energy + mu, I0/It or If/I0), with --formula"),
     out: Path = typer.Option(..., "--out", help="CSV: material_id, probability_topological, label, "
                              "elements_used, warnings, uncertainty, elements_with_spectrum, elements_by_type, "
                              "composition_only"),
@@ -75,17 +78,79 @@ def predict(
                                 "the project's)"),
     skip_invalid: bool = typer.Option(False, help="write invalid materials as rows with a warning "
                                       "instead of stopping at the first one"),
+    formula: str = typer.Option(None, help="measured files: the material's formula (every element of it is "
+                                "read; those without a file by type)"),
+    element: str = typer.Option(None, help="measured files: the absorbing element when a header does not name it"),
+    columns: str = typer.Option(None, help="measured files with ambiguous columns: role=column by 1-based number "
+                                "or name, e.g. 'energy=1,i0=2,itrans=3' (roles: energy, mu, i0, itrans, ifluor)"),
+    material_id: str = typer.Option(None, help="measured files: the id in the CSV (default: the formula)"),
+    distributed: bool = typer.Option(False, help="fan the batches out over Dask (an embedded LocalCluster "
+                                     "unless --scheduler): answers identical to one process"),
+    scheduler: str = typer.Option(None, help="an existing Dask scheduler's address or scheduler file (implies "
+                                  "--distributed; the model directory must be readable by its workers)"),
+    workers: int = typer.Option(0, min=0, help="LocalCluster worker processes (0 = one per core)"),
+    batch_size: int = typer.Option(256, min=1, help="materials per ONNX run (and per Dask chunk multiple)"),
 ) -> None:
-    """Batch prediction for many materials (the same Predictor as the service)."""
-    from xastopo.batch_predict import BatchInputError, predict_file
+    """Batch prediction for many materials (the same Predictor as the service); or one material from
+    its measured spectra (normalized and aligned onto the training spectra first)."""
+    from xastopo.batch_predict import MEASURED_SUFFIXES, BatchInputError, predict_file, predict_measured_files
     from xastopo.config import ConfigError
+    from xastopo.data.measured import parse_columns_option
+    from xastopo.inference import ArtifactError, InputError
+
+    tabular = (".parquet", ".pq", ".json")
+    measured = (len(inputs) > 1 or formula is not None or element is not None or columns is not None
+                or inputs[0].suffix.lower() in set(MEASURED_SUFFIXES) - {".csv"})
+    try:
+        if measured:
+            bad = [p for p in inputs if p.suffix.lower() in tabular or p.suffix.lower() not in MEASURED_SUFFIXES]
+            if bad:
+                fail(f"{bad[0]}: measured files are {', '.join(MEASURED_SUFFIXES)} (one material per call); "
+                     "a .parquet/.json batch goes alone, without --formula/--element/--columns")
+            n, n_bad = predict_measured_files(inputs, out, formula, model_dir, params, element,
+                                              parse_columns_option(columns), material_id), 0
+        else:
+            n, n_bad = predict_file(inputs[0], out, model_dir, params, skip_invalid, batch_size,
+                                    distributed or workers > 0, scheduler, workers)
+    except (BatchInputError, InputError, ArtifactError, ConfigError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"wrote {n} predictions to {out}" + (f" ({n_bad} invalid, see warnings)" if n_bad else ""))
+
+
+@app.command("explain")
+def explain(
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...",
+                                        help="what `xastopo predict` reads: a parquet of site spectra (optional "
+                                        "'formula' column), a JSON request or a CSV material_id,formula; or "
+                                        "measured files of ONE material (XDI, ...) with --formula"),
+    out: Path = typer.Option(..., "--out", help="attributions.csv (one row per material, element and energy: "
+                             "energy_ev, spectrum after preprocessing, attribution, probability, ...) or "
+                             "attributions.json (the service's /explain answer)"),
+    model_dir: Path = typer.Option(None, help="exported model directory (default: XASTOPO_MODEL_DIR, else "
+                                   "serving.model_dir of the parameter file)"),
+    params: Path = typer.Option(None, help="parameter file (explain: block; default as for predict)"),
+    formula: str = typer.Option(None, help="measured files: the material's formula"),
+    element: str = typer.Option(None, help="measured files: the absorbing element when a header does not name it"),
+    columns: str = typer.Option(None, help="measured files with ambiguous columns, e.g. 'energy=1,mu=3'"),
+    material_id: str = typer.Option(None, help="measured files: the id in the output (default: the formula)"),
+) -> None:
+    """Per-energy attributions of each material's prediction (the same Predictor and method as the
+    service's POST /explain; `explain:` in params.yaml)."""
+    from xastopo.batch_predict import BatchInputError
+    from xastopo.config import ConfigError
+    from xastopo.explain import explain_file
     from xastopo.inference import ArtifactError, InputError
 
     try:
-        n, n_bad = predict_file(input, out, model_dir, params, skip_invalid)
-    except (BatchInputError, InputError, ArtifactError, ConfigError) as exc:
+        cols = None
+        if columns is not None:
+            from xastopo.data.measured import parse_columns_option
+
+            cols = parse_columns_option(columns)
+        n = explain_file(inputs, out, model_dir, params, formula, element, cols, material_id)
+    except (BatchInputError, InputError, ArtifactError, ConfigError, ValueError) as exc:
         fail(str(exc))
-    console.print(f"wrote {n} predictions to {out}" + (f" ({n_bad} invalid, see warnings)" if n_bad else ""))
+    console.print(f"wrote the attributions of {n} material(s) to {out}")
 
 
 @app.command("report")
@@ -143,9 +208,11 @@ def compare(
 
 def _register_commands() -> None:
     """Commands that live in their own (entry-point) modules register themselves here."""
+    from xastopo.cli_measured import register as register_measured
     from xastopo.cli_simulate import register
 
     register(app)
+    register_measured(app)
 
 
 _register_commands()

@@ -89,6 +89,9 @@ class MaterialSites:
 
     ``positions`` maps an element to its index in a request's ``spectra`` list, so errors name
     ``spectra[j].<field>``; without it (parquet input) they name ``spectra[<element>]``.
+    ``measured`` marks the elements whose spectra are measured (``kind: experimental``, beamline
+    files): per site, (the file it came from or "", the edge its header names or None). Those sites
+    are normalized and aligned (:meth:`Preprocessor.measured_site`) before the computed path.
     """
 
     material_id: str
@@ -96,12 +99,14 @@ class MaterialSites:
     positions: dict[str, int] | None = None
     formula: str | None = None
     elements: tuple[str, ...] | None = None
+    measured: dict[str, list[tuple[str, str | None]]] | None = None
 
     @classmethod
     def from_request(cls, material: MaterialIn) -> MaterialSites:
+        measured = {s.element: [("", None)] for s in material.spectra if s.kind == "experimental"}
         return cls(material.material_id, {s.element: [(s.energy, s.mu, 1.0)] for s in material.spectra},
                    {s.element: j for j, s in enumerate(material.spectra)}, material.formula,
-                   tuple(material.elements) if material.elements is not None else None)
+                   tuple(material.elements) if material.elements is not None else None, measured or None)
 
     def composition(self, index: int) -> list[str]:
         """The material's elements sorted by Z; an InputError for an unreadable formula or a spectrum
@@ -181,8 +186,6 @@ def _progress(items: Sequence, show: bool, **kw):
 class InputBuilder:
     """Request → arrays, and probabilities → answers, for one exported model (no ONNX session)."""
 
-    min_train_warning = 10  # elements seen in fewer training materials get a warning
-
     def __init__(self, model_dir: str | Path) -> None:
         d = Path(model_dir)
         self.model_dir = d
@@ -241,8 +244,9 @@ class InputBuilder:
         for a, el in enumerate(composition):
             row = np.zeros(self.preprocessor.n_points, dtype=np.float32)
             if el in m.spectra:
+                sites = self._sites(index, m, el)  # measured: checked and normalized even if read by type
                 if el in self.preprocessor.elements:
-                    row = self._transform(index, m, el)
+                    row = self._transform(index, m, el, sites)
                     has[a] = 1.0
                 else:
                     notes.append(f"{el}: no training spectra for this element; used by its type only")
@@ -256,16 +260,49 @@ class InputBuilder:
         if not m.spectra:
             raise InputError(index, "spectra", f"this model (kind '{self.kind}') needs spectra: send at least "
                                                "one absorbing element's spectrum")
+        spectra = {el: self._sites(index, m, el) for el in m.spectra}
         try:
-            x, z = self.preprocessor.material_inputs(m.spectra)
+            x, z = self.preprocessor.material_inputs(spectra)
         except SpectrumError as exc:
             el = exc.element or "?"
             raise InputError(index, f"{m.where(el)}.{exc.field}", f"{el}: {exc}") from None
         return x, z, np.ones(len(z), dtype=np.float32)
 
-    def _transform(self, index: int, m: MaterialSites, element: str) -> np.ndarray:
+    def _sites(self, index: int, m: MaterialSites, element: str) -> list[Site]:
+        """The element's sites as the computed path takes them: measured ones normalized (K-edge
+        check, e0, pre-edge line, edge step) and, for an element with training statistics, aligned
+        onto its reference edge; an InputError naming the file and the reason otherwise (also when
+        the numbers break the normalization's arithmetic: a bad spectrum, not a server error)."""
+        sites = list(m.spectra[element])
+        info = (m.measured or {}).get(element)
+        if not info:
+            return sites
+        out: list[Site] = []
+        for j, (energy, mu, w) in enumerate(sites):
+            source, edge = info[j] if j < len(info) else ("", None)
+            try:
+                if element in self.preprocessor.elements:
+                    e, norm = self.preprocessor.measured_site(element, energy, mu, edge)
+                else:
+                    n = self.preprocessor.normalize_measured(element, energy, mu, edge)
+                    e, norm = n.energy, n.norm
+            except SpectrumError as exc:
+                where = f"{source}: " if source else ""
+                raise InputError(index, f"{m.where(element)}.{exc.field}",
+                                 f"{element}: {where}{exc}") from None
+            except (ValueError, ArithmeticError) as exc:  # LinAlgError is a ValueError; FloatingPointError,
+                where = f"{source}: " if source else ""   # OverflowError are ArithmeticErrors
+                raise InputError(index, f"{m.where(element)}.energy",
+                                 f"{element}: {where}the normalization failed on these numbers "
+                                 f"({type(exc).__name__}: {exc})") from None
+            out.append((e, norm, w))
+        return out
+
+    def _transform(self, index: int, m: MaterialSites, element: str,
+                   sites: Sequence[Site] | None = None) -> np.ndarray:
         try:
-            return self.preprocessor.transform(element, m.spectra[element]).astype(np.float32)
+            return self.preprocessor.transform(element, m.spectra[element] if sites is None else sites
+                                               ).astype(np.float32)
         except SpectrumError as exc:
             raise InputError(index, f"{m.where(element)}.{exc.field}", f"{element}: {exc}") from None
 
@@ -291,7 +328,7 @@ class InputBuilder:
         with_spectrum = [el for el, h in zip(elements, has, strict=True) if h > 0]
         by_type = [el for el, h in zip(elements, has, strict=True) if h <= 0]
         warnings = [f"{el}: only {self.preprocessor.elements[el].n_train} training material(s) had this element"
-                    for el in with_spectrum if self.preprocessor.elements[el].n_train < self.min_train_warning]
+                    for el in with_spectrum if self.preprocessor.few_training(el)]
         warnings += list(notes)
         if not with_spectrum:
             warnings.append(COMPOSITION_ONLY_WARNING)
@@ -323,6 +360,10 @@ class Predictor(InputBuilder):
         super().__init__(model_dir)
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        # Idle intra-op threads sleep instead of spinning: on a machine whose cores are shared (other
+        # services, a simulation), spinning threads fought for them and batch-1 calls ran 2.5x slower
+        # (benchmarks/model_ort_vs_torch.py); on an idle machine the cost is a few microseconds.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.onnx_path), so, providers=session_providers(prefer_gpu))
         except Exception as exc:  # onnxruntime raises its own types for a bad file

@@ -12,6 +12,7 @@ so ``n_points`` and every other number downstream of ``featurize`` come from the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import Counter
@@ -23,9 +24,25 @@ import numpy as np
 
 from xastopo.data.validation import SpectrumError, real_range, validate_spectrum
 from xastopo.elements import atomic_number
+from xastopo.preprocessing.edge import rising_edge_energy
+from xastopo.preprocessing.measured import MeasuredSettings, NormalizedSpectrum, normalize_measured
 from xastopo.preprocessing.spectrum import normalize_on_grid, resample_linear
 
+
+@functools.lru_cache(maxsize=256)
+def _grid(lo: float, hi: float, n_points: int) -> np.ndarray:
+    """``np.linspace(lo, hi, n_points)``, made once per window and shared read-only."""
+    g = np.linspace(lo, hi, n_points)
+    g.setflags(write=False)
+    return g
+
+
 FORMAT_VERSION = 1
+
+#: An element whose statistics rest on fewer training materials than this is flagged: answers that
+#: read its spectrum warn (:class:`xastopo.inference.InputBuilder`) and the model card lists it among
+#: the limits (:mod:`xastopo.export.model_card`). One number, so the two cannot drift.
+MIN_TRAIN_WARNING = 10
 
 # One site spectrum of an element in a material: (energy [eV, absolute], mu, weight).
 Site = tuple[Sequence[float], Sequence[float], float]
@@ -40,6 +57,9 @@ class ElementWindow:
     mean: float = 0.0
     std: float = 1.0
     n_train: int = 0
+    # reference edge energy: median rising-edge energy of the training spectra, onto which measured
+    # spectra are aligned (None in artifacts made before measured support)
+    edge_ev: float | None = None
 
 
 @dataclass
@@ -59,6 +79,17 @@ class Preprocessor:
     min_points: int
     elements: dict[str, ElementWindow] = field(default_factory=dict)
     version: int = FORMAT_VERSION
+    # settings of the measured-spectra normalization (params featurize.measured; None in artifacts
+    # made before measured support: such a model refuses measured spectra with that reason)
+    measured: dict | None = None
+
+    def __post_init__(self) -> None:
+        """The measured settings are checked where the preprocessor is made (:meth:`from_params`,
+        :meth:`from_dict` / :meth:`load`): a malformed block is a ValueError there (an ArtifactError
+        at the model's start-up), not a failure at the first measured request."""
+        self._measured_from: dict | None = None
+        self._measured_settings: MeasuredSettings | None = None
+        _ = self.measured_settings
 
     @classmethod
     def from_params(cls, params: dict) -> Preprocessor:
@@ -71,6 +102,7 @@ class Preprocessor:
             post_edge_ev=float(f["post_edge_ev"]),
             flat_run_tol=float(params["ingest"]["flat_run_tol"]),
             min_points=int(params["ingest"]["min_points"]),
+            measured=MeasuredSettings.from_params(f["measured"]).to_dict() if "measured" in f else None,
         )
 
     # ----------------------------------------------------------------- fitting
@@ -80,7 +112,9 @@ class Preprocessor:
         A record whose spectrum cannot be used on the fitted window is left out of the statistics
         and counted per reason in ``rejected_`` (not saved: a report of the fit, not a setting).
         """
+        train = list(train)
         self.fit_windows(train)
+        self.fit_edges(train)
         spectra, self.rejected_ = [], Counter()
         for el, sites in train:
             try:
@@ -112,6 +146,26 @@ class Preprocessor:
             self.elements[el] = ElementWindow(lo=round(lo, 4), hi=round(hi, 4))
         return self
 
+    def fit_edges(self, element_sites: Iterable[tuple[str, Sequence[Site]]]) -> Preprocessor:
+        """Reference edge energy per element (``edge_ev``): the median rising-edge energy of its
+        training site spectra, on their own absolute energy scale (measured spectra are shifted onto
+        it). Skipped when the measured settings are absent."""
+        settings = self.measured_settings
+        if settings is None:
+            return self
+        edges: dict[str, list[float]] = {}
+        for el, sites in element_sites:
+            for energy, mu, _ in sites:
+                e, m = np.asarray(energy, float), np.asarray(mu, float)
+                lo, hi = real_range(e, m, self.flat_run_tol)
+                if hi - lo + 1 >= self.min_points:
+                    edges.setdefault(el, []).append(rising_edge_energy(e[lo:hi + 1], m[lo:hi + 1],
+                                                                       settings.edge_hold_ev, settings.smooth_ev))
+        for el, w in self.elements.items():
+            if edges.get(el):
+                w.edge_ev = round(float(np.median(edges[el])), 3)
+        return self
+
     def fit_standardization(self, element_spectra: Iterable[tuple[str, np.ndarray]]) -> Preprocessor:
         """Per element: mean of per-spectrum means, mean of per-spectrum stds (train only).
 
@@ -133,8 +187,9 @@ class Preprocessor:
 
     # --------------------------------------------------------------- transform
     def grid(self, element: str) -> np.ndarray:
+        """The element's resampling grid (read-only; cached: rebuilding it was ~10 % of preprocessing)."""
         w = self.window(element)
-        return np.linspace(w.lo, w.hi, self.n_points)
+        return _grid(float(w.lo), float(w.hi), int(self.n_points))
 
     def window(self, element: str) -> ElementWindow:
         if element not in self.elements:
@@ -166,6 +221,47 @@ class Preprocessor:
         if np.any(w <= 0) or not np.all(np.isfinite(w)):
             raise SpectrumError("bad_weight", "site weights must be positive", "weight")
         return (w[:, None] * xs).sum(axis=0) / w.sum()
+
+    # ------------------------------------------------------------ measured spectra
+    @property
+    def measured_settings(self) -> MeasuredSettings | None:
+        """The checked :class:`MeasuredSettings` of ``measured`` (built once; again only if the block
+        was replaced or changed)."""
+        if self.measured != self._measured_from or (self.measured is None) != (self._measured_settings is None):
+            settings = None if self.measured is None else MeasuredSettings.from_dict(self.measured)
+            self._measured_from = None if self.measured is None else dict(self.measured)
+            self._measured_settings = settings
+        return self._measured_settings
+
+    def few_training(self, element: str) -> bool:
+        """Whether the element's statistics rest on fewer than :data:`MIN_TRAIN_WARNING` training
+        materials (answers reading its spectrum are weak)."""
+        return self.elements[element].n_train < MIN_TRAIN_WARNING
+
+    def normalize_measured(self, element: str, energy: Sequence[float], mu: Sequence[float],
+                           edge: str | None = None) -> NormalizedSpectrum:
+        """K-edge check, e0, pre-edge line and edge-step normalization of a measured spectrum
+        (:mod:`xastopo.preprocessing.measured`, with this artifact's settings)."""
+        settings = self.measured_settings
+        if settings is None:
+            raise SpectrumError("model_predates_measured", "this model's preprocessor.json predates measured-"
+                                "spectrum support (no normalization settings or reference edge energies): "
+                                "rerun `dvc repro` (featurize → export) to serve measured spectra", "kind")
+        e, m = validate_spectrum(energy, mu, self.min_points)
+        return normalize_measured(e, m, element, settings, edge)
+
+    def measured_site(self, element: str, energy: Sequence[float], mu: Sequence[float],
+                      edge: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A measured spectrum → (aligned energy, normalized mu), ready for :meth:`transform` like a
+        computed site: normalized, then its edge shifted onto the element's reference edge energy."""
+        n = self.normalize_measured(element, energy, mu, edge)
+        ref = self.window(element).edge_ev
+        if ref is None:
+            raise SpectrumError("model_predates_measured", f"this model's preprocessor.json has no reference edge "
+                                f"energy for {element} (made before measured-spectrum support): rerun `dvc repro` "
+                                "(featurize → export) to serve measured spectra", "kind")
+        shifted, _ = n.aligned_energy(ref, self.measured_settings.max_shift_ev)  # type: ignore[union-attr]
+        return shifted, n.norm
 
     def standardize(self, element: str, x: np.ndarray) -> np.ndarray:
         w = self.window(element)
@@ -223,5 +319,5 @@ class Preprocessor:
             raise ValueError(f"{p}: checksum mismatch (file changed since the model was exported)")
         try:
             return cls.from_dict(json.loads(text))
-        except (json.JSONDecodeError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
             raise ValueError(f"{p}: not a valid preprocessor file ({exc})") from exc

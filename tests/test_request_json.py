@@ -1,0 +1,92 @@
+"""A JSON request file read by the CLI and the page (``batch_predict.read_json_request``): hostile
+bodies are a BatchInputError naming the file, never a traceback; the nesting scan
+(``schema.json_depth``, the one implementation the service uses too) honours strings and escapes.
+
+The request bodies are built from a real shipped spectrum (../shared/data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from xastopo import config
+from xastopo.batch_predict import BatchInputError, read_json_request
+from xastopo.schema import json_depth
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def good_body(spectra_path: Path) -> dict:
+    row = pd.read_parquet(spectra_path, filters=[("source", "==", "omnixas_feff_raw")]).iloc[0]
+    spec = {"element": row.absorbing_element, "energy": [float(v) for v in row.energy],
+            "mu": [float(v) for v in row.mu]}
+    return {"materials": [{"material_id": str(row.mp_id), "spectra": [spec]}]}
+
+
+def test_good_request_is_read(tmp_path: Path, good_body: dict) -> None:
+    p = tmp_path / "ok.json"
+    p.write_text(json.dumps(good_body))
+    req = read_json_request(p)
+    assert req.materials[0].material_id == good_body["materials"][0]["material_id"]
+
+
+@pytest.mark.parametrize(("name", "body", "fragment"), [
+    ("deep_list", '{"materials":' + "[" * 5000 + "]" * 5000 + "}", "nested more than"),
+    ("deep_objects", '{"a":' * 3000 + "1" + "}" * 3000, "nested more than"),
+    ("huge_int", '{"materials": [{"material_id": ' + "7" * 5000 + "}]}", "not valid JSON"),
+    ("bad_utf8", b'{"materials": "\xff\xfe"}', "not valid JSON"),
+    ("truncated", '{"materials": [', "not valid JSON"),
+])
+def test_hostile_json_is_one_error_naming_the_file(tmp_path: Path, name: str, body: str | bytes,
+                                                   fragment: str) -> None:
+    """Deep nesting raised RecursionError and a 5,000-digit integer ValueError (the int digit limit):
+    a traceback in the CLI, a 500 on the page."""
+    p = tmp_path / f"{name}.json"
+    if isinstance(body, bytes):
+        p.write_bytes(body)
+    else:
+        p.write_text(body)
+    with pytest.raises(BatchInputError, match=fragment) as exc:
+        read_json_request(p)
+    assert str(exc.value).startswith(f"{p}: ")
+
+
+def test_depth_limit_is_the_serving_setting(tmp_path: Path, good_body: dict) -> None:
+    """The nesting limit is ``serving.max_json_depth`` of the params file the CLI reads."""
+    limit = config.serving_settings(config.load_params()).max_json_depth
+    p = tmp_path / "wrapped.json"
+    wrapped: object = good_body["materials"]
+    for _ in range(limit):  # well-formed, but nested deeper than the limit
+        wrapped = [wrapped]
+    p.write_text(json.dumps({"materials": wrapped}))
+    with pytest.raises(BatchInputError, match=f"nested more than {limit} levels"):
+        read_json_request(p)
+
+
+@pytest.mark.parametrize(("body", "depth"), [
+    (b'{"a": "[[[[", "b": [1]}', 2),
+    (b'{"a": "x\\"[[[", "b": {"c": [[]]}}', 4),
+    (b'["\\\\", [[]]]', 3),
+    (b'"[[[[[[["', 0),
+    (b"[]", 1),
+])
+def test_json_depth_ignores_brackets_in_strings(body: bytes, depth: int) -> None:
+    """``json_depth(body, limit) > limit`` exactly when the body nests deeper than ``limit``."""
+    for limit in range(6):
+        assert (json_depth(body, limit) > limit) == (depth > limit), (limit, json_depth(body, limit))
+
+
+def test_json_depth_across_chunks() -> None:
+    """A string whose escaping backslash is the last byte of a scan chunk keeps its state."""
+    from xastopo.schema import DEPTH_CHUNK
+
+    pad = b'"' + b"a" * (DEPTH_CHUNK - 3) + b"\\"  # the backslash is the first chunk's last byte
+    body = b"[" + pad + b'"[[[", [[[1]]]]'
+    assert body[DEPTH_CHUNK - 1:DEPTH_CHUNK] == b"\\"
+    assert json_depth(body, 4) == 4 and json_depth(body, 3) > 3
+    deep = b"[" * 40 + b" " * DEPTH_CHUNK + b"]" * 40
+    assert json_depth(deep, 10) > 10 and json_depth(deep, 40) <= 40
