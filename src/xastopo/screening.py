@@ -1,0 +1,106 @@
+"""Predict many materials, in process or fanned out over a Dask cluster, with identical answers.
+
+A facility's candidate list can outgrow one machine. :func:`predict_materials` cuts the materials into
+chunks of whole prediction batches and sends each chunk to a Dask worker, which opens the exported
+model once (:class:`~xastopo.inference.Predictor`, cached per worker process) and answers it through
+the one prediction path. Because a chunk is a whole number of batches, every batch the workers run
+is the batch the single-process run would run (same materials, same padding), so the answers are
+the same to the last bit. The cluster is the one ``xastopo simulate`` uses
+(:func:`xastopo.simulate.cluster.dask_client`): an embedded LocalCluster, or an existing scheduler by
+address or scheduler file (the model directory must then be readable by the workers at the same path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import gcd
+from pathlib import Path
+
+from xastopo.inference import InputError, MaterialSites, Predictor
+from xastopo.schema import Prediction
+
+Answer = Prediction | InputError
+
+_PREDICTORS: dict[str, Predictor] = {}
+
+
+def cached_predictor(model_dir: str | Path) -> Predictor:
+    """One Predictor per process and model directory (a worker answers many chunks)."""
+    key = str(Path(model_dir).resolve())
+    if key not in _PREDICTORS:
+        _PREDICTORS[key] = Predictor(key)
+    return _PREDICTORS[key]
+
+
+def predict_chunk(model_dir: str, materials: Sequence[MaterialSites], batch_size: int,
+                  progress: bool = False) -> list[Answer]:
+    """Answers of ``materials`` in order: a Prediction, or the InputError that made it unusable
+    (its ``index`` counted within this chunk). Batches are cut from the materials as given (valid or
+    not), so a chunk that starts on a batch boundary runs the batches of the whole list."""
+    predictor = cached_predictor(model_dir)
+    answers: list[Answer] = []
+    starts = range(0, len(materials), batch_size)
+    if progress and len(starts) > 1:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="predict", unit="batch", mininterval=1.0)
+    for s in starts:
+        inputs = predictor.build(materials[s:s + batch_size])
+        part: list[Answer | None] = list(predictor.predict_inputs(inputs))
+        for exc in inputs.errors:
+            part[exc.index] = InputError(exc.index + s, exc.field, exc.message)
+        answers.extend(part)  # type: ignore[arg-type]
+    return answers
+
+
+def chunk_size(n: int, batch_size: int, parts: int) -> int:
+    """Materials per chunk: a whole number of batches, about ``parts`` chunks in all."""
+    batches = -(-n // batch_size)
+    return max(1, -(-batches // max(1, parts))) * batch_size
+
+
+def predict_materials(model_dir: str | Path, materials: Sequence[MaterialSites], batch_size: int = 256,
+                      distributed: bool = False, scheduler: str | None = None, workers: int = 0,
+                      chunks_per_worker: int = 4) -> list[Answer]:
+    """Answers of every material, in order (a Prediction or an InputError with its global index).
+
+    ``distributed`` False: this process. True: a Dask cluster (``scheduler`` address or file, else a
+    LocalCluster of ``workers`` processes, 0 = one per core), chunks of whole batches.
+    """
+    model_dir = str(Path(model_dir).resolve())
+    if not distributed:
+        return predict_chunk(model_dir, materials, batch_size, progress=len(materials) >= 200)
+    from xastopo.simulate.cluster import dask_client
+
+    with dask_client(scheduler, workers) as client:
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        size = chunk_size(len(materials), batch_size, n_workers * chunks_per_worker)
+        starts = list(range(0, len(materials), size))
+        futures = [client.submit(predict_chunk, model_dir, list(materials[s:s + size]), batch_size, pure=False)
+                   for s in starts]
+        out: list[Answer] = []
+        for s, fut in zip(starts, futures, strict=True):
+            for a in fut.result():
+                if isinstance(a, InputError):
+                    a = InputError(a.index + s, a.field, a.message)
+                out.append(a)
+    return out
+
+
+def reduced_composition(formula: str) -> tuple[tuple[str, int], ...] | None:
+    """A formula's element counts divided by their greatest common divisor ('Ta2As2' → (('As',1),('Ta',1))),
+    None when it cannot be read or has fractional amounts: the key that matches a literature formula to
+    a labeled material."""
+    from xastopo.elements import parse_formula
+
+    try:
+        amounts = parse_formula(str(formula))
+    except ValueError:
+        return None
+    if any(abs(v - round(v)) > 1e-6 for v in amounts.values()):
+        return None
+    counts = {el: int(round(v)) for el, v in amounts.items()}
+    g = 0
+    for v in counts.values():
+        g = gcd(g, v)
+    return tuple(sorted((el, v // max(g, 1)) for el, v in counts.items()))
