@@ -1,4 +1,5 @@
-"""DVC stage `export`: champion → models/export/{model.onnx, preprocessor.json, metadata.json}.
+"""DVC stage `export`: champion → models/export/{model.onnx, preprocessor.json, metadata.json,
+class_means.json, model_card.json}.
 
 The champion's family (``models/champion.json``) names its exporter in the registry
 (``xastopo.families``); the spectra's width is the fitted preprocessor's. Fails (exit 1) unless
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from xastopo.config import load_params
+from xastopo.export.model_card import write_model_card
 from xastopo.export.onnx_export import finalize, parity
 from xastopo.families import Family, family
 from xastopo.inference import Predictor
@@ -53,6 +55,9 @@ def export_champion(champion: dict, fam: Family, pre: Preprocessor, test: dict, 
         result["uncertainty_max_abs_diff"] = du
         result["passed"] = bool(result["passed"] and du <= atol)
     result["model"] = fam.name
+    # for people: training class means (the page's plots, the explanations' baseline) and the model card
+    train_name = "train_any.npz" if fam.features == "padded_any" else "train.npz"
+    write_model_card(OUT_DIR, Path("data/features") / train_name, pre, Path("metrics") / f"{fam.name}.json")
     return result
 
 
