@@ -23,7 +23,7 @@ same halves in one process):
 
 Settings are read when a service starts (``xastopo.config.serving_settings``: ``serving:`` of
 params.yaml, found by the one path rule of ``xastopo.config``; ``XASTOPO_MODEL_DIR`` overrides
-``serving.model_dir``, which is relative to params.yaml), except the three numbers BentoML's
+``serving.model_dir``, which is relative to params.yaml), except the four values BentoML's
 decorators need at import (see :func:`declared`). ``XASTOPO_API_TOKEN`` (optional bearer token),
 ``XASTOPO_DEVICE`` = auto | cpu (auto: CUDA when a GPU is visible). A missing, corrupted or
 checksum-mismatched artifact, or a bad params.yaml, stops start-up with one line
@@ -39,7 +39,8 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import bentoml
@@ -47,11 +48,26 @@ import numpy as np
 
 from xastopo import config
 from xastopo.config import ConfigError, ServingSettings
+from xastopo.explain import Attributions, Explainer, ExplainSettings, explanations
 from xastopo.inference import ArtifactError, InputBuilder, Predictor
-from xastopo.schema import MaterialIn, PredictResponse, error_item, error_line, parse_request, request_errors
+from xastopo.schema import (
+    DEPTH_CHUNK,
+    ExplainResponse,
+    MaterialIn,
+    PredictResponse,
+    error_item,
+    error_line,
+    json_depth,
+    parse_request,
+    request_errors,
+)
+from xastopo.web.app import MODEL_FAILED, BackendUnavailable, create_app
 
 logger = logging.getLogger("xastopo.serving")
 HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+EXPLAIN_PATH = "/explain"  # validated by the gate like /predict (same request schema)
+UI_PATH = "/ui"  # the web page (xastopo.web): its shell is public, its /ui/api calls need the token
+RETRY_AFTER = b"1"  # seconds, on 503/429: a shed request is worth retrying at once (the queue drains in ms)
 TOKEN_ENV = "XASTOPO_API_TOKEN"
 T = TypeVar("T")
 
@@ -61,8 +77,8 @@ T = TypeVar("T")
 def declared() -> ServingSettings:
     """The one import-time read of params.yaml.
 
-    BentoML evaluates ``@bentoml.service(workers=...)`` and ``@bentoml.api(max_batch_size=...,
-    max_latency_ms=...)`` when this module is imported, so those three numbers are taken here, at class
+    BentoML evaluates ``@bentoml.service(workers=...)`` and ``@bentoml.api(batchable=..., max_batch_size=...,
+    max_latency_ms=...)`` when this module is imported, so those four values are taken here, at class
     definition, from ``serving:`` of params.yaml through the same :func:`xastopo.config.serving_settings`
     that every service reads again when it starts (everything else: limits, model directory, token).
     """
@@ -96,17 +112,52 @@ def error_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {"error": error_line(errors[0]), "errors": errors}
 
 
+def page_shell(scope: dict) -> bool:
+    """A GET of the web page's shell (``/ui``, ``/ui/``, ``/ui/static/*``): no data in it, so it is
+    public like the health paths; the page then sends the bearer token with every ``/ui/api`` call."""
+    path = scope.get("path", "")
+    return scope.get("method") in ("GET", "HEAD") and (path in (UI_PATH, UI_PATH + "/")
+                                                       or path.startswith(UI_PATH + "/static/"))
+
+
+# ------------------------------------------------------------------------------ hostile input
+# json_depth / DEPTH_CHUNK: the one implementation is in xastopo.schema (the CLI and the page use it too)
+
+
+def bound_graceful_shutdown(seconds: int) -> None:
+    """Give this worker's uvicorn server a graceful-shutdown timeout when none was set.
+
+    Why: BentoML starts uvicorn with ``timeout_graceful_shutdown=None`` unless ``bentoml serve`` gets the
+    hidden ``--timeout-graceful-shutdown`` flag, and its process manager waits a day for workers, so one
+    request that never completes (a stuck client, a trickled body) kept the service alive after SIGTERM.
+    Called from each service's ``__init__``, which runs in the worker's main thread after uvicorn installed
+    its SIGTERM handler (a bound method of the ``uvicorn.Server``): after ``seconds`` uvicorn cancels what
+    is still in flight and exits. An explicit flag wins; anything unexpected leaves uvicorn as it is."""
+    import signal
+
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    cfg = getattr(server, "config", None)
+    if cfg is not None and hasattr(cfg, "timeout_graceful_shutdown") and cfg.timeout_graceful_shutdown is None:
+        cfg.timeout_graceful_shutdown = seconds
+        logger.info("graceful shutdown bounded to %d s (serving.shutdown_grace_s)", seconds)
+
+
 # --------------------------------------------------------------------------------- middleware
 class GateMiddleware:
-    """Pure ASGI: bearer token (401), body size (413), content type (415), JSON (400) and the request
-    schema (422) of ``predict``, answered before anything reaches BentoML or the batch queue."""
+    """Pure ASGI: bearer token (401), body size (413), a body not received within
+    ``serving.body_timeout_s`` (408), content type (415), nesting deeper than ``serving.max_json_depth``
+    and JSON (400) and the request schema (422) of ``predict``, answered before anything reaches BentoML
+    or the batch queue. An unexpected error while checking a body is a 400 (logged), never a hang."""
 
     def __init__(self, app: Any, predict_path: str = "/predict") -> None:
         self.app = app
         self.predict_path = predict_path
+        self.schema_paths = frozenset({predict_path, EXPLAIN_PATH})
         settings = config.serving_settings()  # built when the worker starts
         self.max_body = settings.max_body_bytes
         self.limits = settings.limits
+        self.max_depth = settings.max_json_depth
+        self.body_timeout = settings.body_timeout_s
         self.token = api_token()
 
     @staticmethod
@@ -117,7 +168,7 @@ class GateMiddleware:
         await send({"type": "http.response.body", "body": data})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
+        if scope["type"] != "http" or scope["path"] in HEALTH_PATHS or page_shell(scope):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if self.token:
@@ -132,20 +183,34 @@ class GateMiddleware:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             return await self._send_json(send, 413, self._too_large(int(declared)))
-        chunks, size, more = [], 0, True
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return await self._send_json(send, 413, self._too_large(size, at_least=True))
-            chunks.append(chunk)
-            more = msg.get("more_body", False)
+        import anyio
+
+        chunks, size, more, too_large = [], 0, True, False
+        with anyio.move_on_after(self.body_timeout) as reading:
+            while more:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return
+                chunk = msg.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    too_large = True  # answered below, outside the timeout: a slow 413 send is never cut by a 408
+                    break
+                chunks.append(chunk)
+                more = msg.get("more_body", False)
+        if too_large:
+            return await self._send_json(send, 413, self._too_large(size, at_least=True))
+        if reading.cancelled_caught:
+            return await self._send_json(send, 408, {"error": f"request body not received within {self.body_timeout} s "
+                                                     f"({size} bytes arrived; serving.body_timeout_s)"},
+                                         [(b"connection", b"close")])
         body = b"".join(chunks)
-        if scope["path"] == self.predict_path:
-            problem = await self._check_predict(headers, body)
+        if scope["path"] in self.schema_paths:
+            try:
+                problem = await self._check_predict(headers, body)
+            except Exception as exc:  # noqa: BLE001 - a body we cannot check is refused, never left hanging
+                logger.exception("request body could not be checked")
+                problem = 400, {"error": f"request body could not be read ({type(exc).__name__})"}
             if problem is not None:
                 return await self._send_json(send, *problem)
         replayed = False
@@ -157,7 +222,16 @@ class GateMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        return await self.app(scope, replay, send)
+        async def send_retry_after(message: dict) -> None:
+            """A 503 (the batcher shedding load it cannot serve within ``max_latency_ms``) or 429 tells the
+            client when to retry."""
+            if message["type"] == "http.response.start" and message["status"] in (429, 503):
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"retry-after" for k, _ in headers):
+                    message = {**message, "headers": [*headers, (b"retry-after", RETRY_AFTER)]}
+            await send(message)
+
+        return await self.app(scope, replay, send_retry_after)
 
     def _too_large(self, size: int, at_least: bool = False) -> dict[str, Any]:
         what = f"more than {self.max_body}" if at_least else str(size)
@@ -171,9 +245,15 @@ class GateMiddleware:
         ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if ctype not in ("application/json", ""):
             return 415, {"error": f"unsupported content type '{ctype}': send application/json"}
+        depth = (json_depth(body, self.max_depth) if len(body) < DEPTH_CHUNK
+                 else await anyio.to_thread.run_sync(json_depth, body, self.max_depth))
+        if depth > self.max_depth:
+            return 400, {"error": f"request body nested more than {self.max_depth} levels deep "
+                                  "(serving.max_json_depth; a request needs 6)"}
         try:
-            data = json.loads(body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = (json.loads(body or b"null") if len(body) < DEPTH_CHUNK
+                    else await anyio.to_thread.run_sync(json.loads, body))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError, int digit limit
             return 400, {"error": f"request body is not valid JSON ({exc})"}
         if not isinstance(data, dict):
             return 422, error_body([error_item("", "request body must be a JSON object "
@@ -188,16 +268,56 @@ class GateMiddleware:
 
 
 # ------------------------------------------------------------------------------------ services
+class ModelUnavailable(bentoml.exceptions.ServiceUnavailable, BackendUnavailable):
+    """The model service cannot answer now (unreachable after retries, shedding load, or running another
+    artifact than this worker's preprocessing): 503 with Retry-After ``retry_after`` seconds from
+    /predict, /explain and the page (which catches it as :class:`xastopo.web.app.BackendUnavailable`);
+    an API that lets it through gets BentoML's 503, to which the gate adds Retry-After."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        bentoml.exceptions.ServiceUnavailable.__init__(self, message)
+        self.retry_after = retry_after
+
+
+def unavailable(exc: ModelUnavailable) -> Any:
+    """The 503 JSON answer of a :class:`ModelUnavailable`."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
+
+def model_failed(indices: Sequence[int]) -> Any:
+    """The 422 JSON answer naming each material the model gave no finite probability for."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(error_body([error_item(f"materials[{i}].spectra", MODEL_FAILED, i, "spectra")
+                                    for i in indices]), status_code=422)
+
+
 @bentoml.service(name="xastopo-model", workers=1, traffic={"timeout": 120})
 class XasTopoModel:
-    """Internal: the ONNX session behind adaptive batching (one worker owns the accelerator)."""
+    """Internal: the ONNX session behind adaptive batching (one worker owns the accelerator).
+
+    Threads: BentoML 1.4 runs a worker's sync APIs through one limiter of ``threads`` slots (default 1),
+    so a sync ``explain`` (about 100 ONNX runs per edge, seconds) held the only slot and the batched
+    ``infer`` behind it waited until the batcher shed /predict with 503. ``explain`` is therefore async
+    and runs on threads of its own limiter (``serving.explain_concurrency`` at once; ONNX Runtime's
+    ``run`` is thread-safe): an explanation in flight never delays ``infer``'s slot."""
 
     def __init__(self) -> None:
+        bound_graceful_shutdown(load_or_exit(config.serving_settings).shutdown_grace_s)
         model_dir = load_or_exit(lambda: config.serving_settings().model_dir)
         prefer_gpu = os.environ.get("XASTOPO_DEVICE", "auto").lower() != "cpu"
         self.predictor = load_or_exit(lambda: Predictor(model_dir, prefer_gpu=prefer_gpu))
+        self.explainer = load_or_exit(lambda: Explainer(self.predictor, ExplainSettings.from_params(
+            config.load_params())))
         self.n_points = self.predictor.preprocessor.n_points
+        self.sha = str(self.predictor.metadata["onnx_sha256"])  # which artifact answered (XasTopo.model_results)
+        self.explain_concurrency = load_or_exit(config.serving_settings).explain_concurrency
+        self._explain_limiter: Any = None  # an anyio.CapacityLimiter, made in the event loop on first use
         self.batch_sizes: list[int] = []
+        self.explaining = 0  # explanations running now (batch_stats: observability, tests)
+        self._explaining_lock = threading.Lock()
         logger.info("xastopo model %s v%s on %s", self.predictor.name, self.predictor.version,
                     self.predictor.provider)
 
@@ -214,10 +334,10 @@ class XasTopoModel:
 
     def _run(self, arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[dict[str, float | None]]:
         probs, unc = self.predictor.outputs(arrays)
-        return [{"probability": float(p), "uncertainty": None if unc is None else float(unc[k])}
+        return [{"probability": float(p), "uncertainty": None if unc is None else float(unc[k]), "model": self.sha}
                 for k, p in enumerate(probs)]
 
-    @bentoml.api(batchable=True, max_batch_size=declared().max_batch_size,
+    @bentoml.api(batchable=declared().adaptive_batching, max_batch_size=declared().max_batch_size,
                  max_latency_ms=declared().max_latency_ms)
     def infer(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validated per-material arrays {x [absorbers, n_points] float32, z [absorbers], has [absorbers]
@@ -226,7 +346,7 @@ class XasTopoModel:
         NaN for an item that cannot be run (it alone fails, not the batch)."""
         self.batch_sizes.append(len(items))
         del self.batch_sizes[:-1000]
-        failed = {"probability": math.nan, "uncertainty": None}
+        failed = {"probability": math.nan, "uncertainty": None, "model": self.sha}
         out: list[dict[str, Any]] = [dict(failed) for _ in items]
         good: list[int] = []
         arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -257,14 +377,47 @@ class XasTopoModel:
         return self.predictor.describe()
 
     @bentoml.api
-    def batch_stats(self) -> dict[str, Any]:
-        """Sizes (materials) of the most recent batches this worker ran (observability, tests)."""
-        return {"batch_sizes": list(self.batch_sizes)}
+    async def explain(self, items: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """Validated per-material arrays (as ``infer``) → :meth:`xastopo.explain.Attributions.to_dict`
+        each (per-energy attributions through this worker's ONNX session) with the artifact's checksum
+        as ``model``; None for an item that cannot be run. Not batched: one material is already ~100
+        model runs per edge in one call. Async, on threads of its own limiter (see the class): BentoML's
+        one sync slot stays free for ``infer``."""
+        import anyio
+
+        if self._explain_limiter is None:
+            self._explain_limiter = anyio.CapacityLimiter(self.explain_concurrency)
+        return await anyio.to_thread.run_sync(self._explain, items, limiter=self._explain_limiter)
+
+    def _explain(self, items: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        with self._explaining_lock:
+            self.explaining += 1
+        out: list[dict[str, Any] | None] = []
+        try:
+            for i, item in enumerate(items):
+                try:
+                    out.append({**self.explainer.attribute(self._item(item)).to_dict(), "model": self.sha})
+                except Exception as exc:  # noqa: BLE001 - one bad item fails alone
+                    logger.warning("explain item %d rejected: %s", i, exc)
+                    out.append(None)
+        finally:
+            with self._explaining_lock:
+                self.explaining -= 1
+        return out
+
+    @bentoml.api
+    async def batch_stats(self) -> dict[str, Any]:
+        """Sizes (materials) of the most recent batches this worker ran, and how many explanations are
+        running now (observability, tests). Async: answered on the event loop, never queued behind an
+        API's thread."""
+        return {"batch_sizes": list(self.batch_sizes), "explaining": self.explaining}
 
 
 @bentoml.service(name="xastopo", workers=declared().workers, traffic={"timeout": 120})
+@bentoml.asgi_app(create_app(bentoml.get_current_service), path=UI_PATH)
 class XasTopo:
-    """Public API: ``POST /predict`` and ``POST /metadata``; health at /healthz /livez /readyz."""
+    """Public API: ``POST /predict``, ``POST /explain`` and ``POST /metadata``; the web page at /ui
+    (:mod:`xastopo.web`); health at /healthz /livez /readyz."""
 
     model = bentoml.depends(XasTopoModel)
 
@@ -272,6 +425,45 @@ class XasTopo:
         # Preprocessing only (the dependency owns the one ONNX session); checks the artifact again here.
         self.settings = load_or_exit(config.serving_settings)
         self.builder = load_or_exit(lambda: InputBuilder(self.settings.model_dir))
+        self.explain_settings = load_or_exit(lambda: ExplainSettings.from_params(config.load_params()))
+        bound_graceful_shutdown(self.settings.shutdown_grace_s)
+        self.warm = False
+
+    @bentoml.on_startup
+    async def start_warm_up(self) -> None:
+        """Start :meth:`warm_up` in the background (the model service may not be up yet)."""
+        import asyncio
+
+        self._warm_task = asyncio.get_running_loop().create_task(self.warm_up())
+
+    async def warm_up(self) -> None:
+        """Run ``serving.warmup_requests`` model calls, then a few concurrent ones, before /readyz says
+        ready. Why: BentoML's adaptive batcher learns its latency model from its first ~11 calls and, while
+        it learns, sheds queued requests older than ``max_latency_ms`` with 503; a burst sent right after
+        /readyz said ready used to get 503s. The calls are one material of zeros (the model's cost does not
+        depend on the values); a failed call (the model service still starting) is retried."""
+        import asyncio
+
+        item = {"x": np.zeros((1, self.builder.preprocessor.n_points), dtype=np.float32),
+                "z": np.asarray([29], dtype=np.int64), "has": np.ones(1, dtype=np.float32)}
+        done, failures = 0, 0
+        while done < self.settings.warmup_requests:
+            try:
+                await self.model.to_async.infer([item])
+                done += 1
+            except Exception as exc:  # noqa: BLE001 - not up yet: retry, say so now and then
+                failures += 1
+                if failures % 50 == 1:
+                    logger.info("warm-up: model service not answering yet (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(0.1)
+        for size in (2, 4, 8):  # batches larger than one for the latency fit
+            await asyncio.gather(*(self.model.to_async.infer([item]) for _ in range(size)), return_exceptions=True)
+        self.warm = True
+        logger.info("warm-up done (%d model calls): ready", done + 14)
+
+    async def __is_ready__(self) -> bool:
+        """/readyz: ready once the warm-up has run (BentoML also checks the model service)."""
+        return self.warm
 
     @bentoml.on_deployment
     def check_artifact() -> None:
@@ -291,14 +483,20 @@ class XasTopo:
 
         import aiohttp
 
-        for attempt in range(3):
+        for attempt in range(5):
             try:
                 return await getattr(self.model.to_async, method)(*args)
-            except aiohttp.ClientConnectionError:
-                if attempt == 2:
-                    raise
+            except ModelUnavailable:
+                raise
+            except bentoml.exceptions.ServiceUnavailable as exc:  # the model worker's batcher shed the call
+                raise ModelUnavailable(f"model service busy ({exc}); retry") from exc
+            except aiohttp.ClientConnectionError as exc:
+                # Under heavy concurrency (128 clients) the drop recurs; a worker restart refuses
+                # connections for seconds: after the retries it is an overload answer (503), not a 500.
+                if attempt == 4:
+                    raise ModelUnavailable(f"model service unavailable ({type(exc).__name__}); retry") from exc
                 logger.info("model service connection dropped; retrying %s", method)
-                await asyncio.sleep(0.02 * (attempt + 1))
+                await asyncio.sleep(0.05 * 2 ** attempt)
         raise AssertionError("unreachable")
 
     @bentoml.api(route="/predict")
@@ -313,16 +511,81 @@ class XasTopo:
         inputs = await anyio.to_thread.run_sync(self.builder.build, materials)
         if inputs.errors:
             return JSONResponse(error_body([e.item() for e in inputs.errors]), status_code=422)
-        results = await self._model("infer", [{"x": x, "z": z, "has": has} for x, z, has in inputs.valid_arrays()])
-        probs = [float(r["probability"]) for r in results]
-        bad = [i for i, p in zip(inputs.valid, probs, strict=True) if not math.isfinite(p)]
+        try:
+            results = await self.model_outputs(inputs.valid_arrays())
+        except ModelUnavailable as exc:
+            return unavailable(exc)
+        bad = [i for i, r in zip(inputs.valid, results, strict=True) if r is None]
         if bad:
-            return JSONResponse(error_body([error_item(f"materials[{i}].spectra", "the model could not be run "
-                                                       "on this material's spectra", i, "spectra") for i in bad]),
-                                status_code=422)
+            return model_failed(bad)
+        probs = [float(r["probability"]) for r in results]
         unc = [None if r.get("uncertainty") is None else float(r["uncertainty"]) for r in results]
         return PredictResponse(predictions=self.builder.predictions(inputs, probs, unc), model_name=self.builder.name,
                                model_version=self.builder.version)
+
+    async def model_results(self, method: str, arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
+                            ) -> list[dict[str, Any] | None]:
+        """The one checked path from the model service to an answer (``/predict``, ``/explain`` and the
+        page): the model service's ``method`` ("infer" or "explain") on validated arrays → per material
+        its result, or None where the model gave no finite probability (the caller answers 4xx naming
+        that material, or the page's batch writes it as an invalid row).
+
+        Raises :class:`ModelUnavailable` (503 + Retry-After) when the model service cannot be reached or
+        answers from another artifact than this worker's: the model worker reloads the artifact if it
+        restarts (killed, crashed), and when the artifact was replaced meanwhile its probabilities would
+        come from another model than this worker's preprocessing, threshold and version."""
+        raw = await self._model(method, [{"x": x, "z": z, "has": has} for x, z, has in arrays])
+        mine = str(self.builder.metadata["onnx_sha256"])
+        if any(r is not None and r.get("model") != mine for r in raw):
+            logger.error("model service runs another artifact than this worker loaded: restart the service")
+            raise ModelUnavailable("the model artifact changed while serving; the service must be restarted to "
+                                   "serve the new model", retry_after=5)
+        out: list[dict[str, Any] | None] = []
+        for r in raw:
+            try:
+                finite = r is not None and math.isfinite(float(r["probability"]))
+            except (KeyError, TypeError, ValueError):
+                finite = False
+            out.append({k: v for k, v in r.items() if k != "model"} if finite else None)
+        return out
+
+    async def model_outputs(self, arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
+                            ) -> list[dict[str, Any] | None]:
+        """{probability, uncertainty} (or None) of validated arrays through the batched ``infer``."""
+        return await self.model_results("infer", arrays)
+
+    async def model_attributions(self, arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
+                                 ) -> list[dict[str, Any] | None]:
+        """Attributions (or None) of validated arrays through the model service's ``explain``."""
+        return await self.model_results("explain", arrays)
+
+    @bentoml.api(route="/explain")
+    async def explain(self, materials: list[MaterialIn]) -> ExplainResponse:
+        """Per-energy attributions of each material's prediction (``xastopo.explain``; method and
+        settings in ``explain:`` of params.yaml), with the prediction itself. Same request, validation
+        and errors as ``/predict``; at most ``explain.max_materials`` materials per request (422)."""
+        import anyio
+        from starlette.responses import JSONResponse
+
+        most = self.explain_settings.max_materials
+        if len(materials) > most:
+            message = (f"too many materials for /explain ({len(materials)} > {most}, explain.max_materials): "
+                       "each costs about 100 model runs per edge; split the request")
+            return JSONResponse(error_body([error_item("materials", message)]), status_code=422)
+        inputs = await anyio.to_thread.run_sync(self.builder.build, materials)
+        if inputs.errors:
+            return JSONResponse(error_body([e.item() for e in inputs.errors]), status_code=422)
+        try:
+            raws = await self.model_attributions(inputs.valid_arrays())
+        except ModelUnavailable as exc:
+            return unavailable(exc)
+        bad = [i for i, r in zip(inputs.valid, raws, strict=True) if r is None]
+        if bad:
+            return model_failed(bad)
+        results = [Attributions.from_dict(r) for r in raws]
+        return ExplainResponse(explanations=explanations(self.builder, inputs, results,
+                                                         self.explain_settings.top_fraction),
+                               model_name=self.builder.name, model_version=self.builder.version)
 
     @bentoml.api(route="/metadata")
     async def metadata(self) -> dict[str, Any]:

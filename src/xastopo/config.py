@@ -130,6 +130,14 @@ class ServingSettings:
     max_batch_size: int  # adaptive batching (materials)
     max_latency_ms: int
     workers: int
+    max_json_depth: int  # nesting of the request body, checked before it is parsed (deep bodies hang parsers)
+    body_timeout_s: int  # a request body not received in full within this many seconds: 408 (slow senders)
+    shutdown_grace_s: int  # SIGTERM: in-flight requests get this long, then are cancelled and the worker exits
+    warmup_requests: int  # model calls run at start-up before /readyz says ready (the batcher's latency model)
+    explain_concurrency: int  # explanations the model worker runs at once (each ~100 ONNX runs an edge), beside infer
+    page_max_files: int  # the web page: files per upload
+    page_batch_step: int  # the web page's batch form: materials per model call and progress event
+    adaptive_batching: bool = True  # false: each request's materials run alone (measured in benchmarks/)
 
     @property
     def limits(self) -> dict[str, int]:
@@ -152,6 +160,11 @@ def serving_settings(params: Mapping[str, Any] | None = None) -> ServingSettings
             continue
         key = f"serving.{name}"
         v = get(params, key)
+        if name == "adaptive_batching":
+            if not isinstance(v, bool):
+                raise ConfigError(f"params.yaml: '{key}' must be true or false, got {v!r}")
+            values[name] = v
+            continue
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"params.yaml: '{key}' must be a positive integer, got {v!r}")
         values[name] = v

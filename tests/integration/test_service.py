@@ -206,6 +206,18 @@ def _spec(material: dict, **over) -> dict:
     return s
 
 
+MEASURED_CU = Path(__file__).resolve().parents[3] / "shared/data/experimental/files/xaslib/Cu/Cu_Foil_rt_2016Foils.xdi"
+
+
+def _measured_cu(stop_above_e0: float | None = None) -> dict:
+    """A measured Cu foil (XASLIB) as an experimental spectrum; optionally cut this far above 8980 eV."""
+    from xastopo.data.measured import read_measured
+
+    s = read_measured(MEASURED_CU)
+    keep = s.energy <= (8980.0 + stop_above_e0) if stop_above_e0 is not None else np.ones(len(s.energy), bool)
+    return {"element": "Cu", "energy": s.energy[keep].tolist(), "mu": s.mu[keep].tolist(), "kind": "experimental"}
+
+
 def _bad_cases(good: dict) -> list[tuple[str, object, int, str, str]]:
     """(id, request body, status, loc of the first error, message fragment). The bad material is
     at index 1, after a good one."""
@@ -260,8 +272,10 @@ def _bad_cases(good: dict) -> list[tuple[str, object, int, str, str]]:
          "materials[1].spectra", "list"),
         ("materials_not_list", {"materials": {"a": 1}}, 422, "materials", "list"),
         ("unknown_field", {"materials": [good, {**good, "extra": 1}]}, 422, "materials[1].extra", "not permitted"),
-        ("experimental_kind", body(_spec(good, kind="experimental")), 422,
-         "materials[1].spectra[0].kind", "not supported"),
+        ("experimental_stops_before_post_edge", body(_measured_cu(stop_above_e0=12.0)), 422,
+         "materials[1].spectra[0].energy", "of post-edge is needed"),
+        ("experimental_not_k_edge", body({**_measured_cu(), "element": "Ni"}), 422,
+         "materials[1].spectra[0].energy", "does not contain the Ni K edge"),
         ("body_not_object", [good], 422, "", "JSON object"),
     ]
 
@@ -286,6 +300,17 @@ def test_bad_input_is_4xx_naming_material_and_field(server: Server, bad_cases: d
     assert out["error"].startswith(loc), out
     if loc.startswith("materials[1]"):
         assert first["index"] == 1 and first["field"] == loc.removeprefix("materials[1].")
+
+
+def test_experimental_kind_is_normalized_and_predicted(server: Server, exported_model_dir: Path) -> None:
+    """A measured spectrum (kind experimental) is accepted, normalized and aligned by the one
+    InputBuilder: the service answers as the Predictor does in-process."""
+    req = {"materials": [{"material_id": "cu-foil", "spectra": [_measured_cu()]}]}
+    r = post(server, "/predict", req)
+    assert r.status_code == 200, r.text
+    p = r.json()["predictions"][0]
+    assert p["elements_with_spectrum"] == ["Cu"]
+    assert_same([p], reference(exported_model_dir, req))
 
 
 def test_spectra_model_takes_a_formula_and_ignores_it(server: Server, good_material: dict,

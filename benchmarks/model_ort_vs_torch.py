@@ -1,0 +1,175 @@
+"""The served model alone: ONNX Runtime (the exported graph, as the Predictor opens it) vs PyTorch eager
+(the same ensemble + calibration rebuilt from ``models/nn_any/model.pt`` as ``export`` builds it), at batch
+1, 32, 256 and 4096 materials, in one run; and the work per material against this CPU's measured GEMM
+rate (float32 matmul, same thread count), i.e. the fraction of the machine's limit the model reaches.
+
+    python benchmarks/model_ort_vs_torch.py     # ~1.5 min; writes benchmarks/results/model_ort_vs_torch.json
+
+Inputs are real: the composition test split (``data/features/test_any.npz``: every element of each
+formula an absorber, with its spectrum where the material has one), taken in order and padded, as the
+Predictor pads a batch, to the batch's largest number of absorbers. Multiply-adds are counted by
+torch's FLOP counter on the eager model (matmuls and einsums; 1 MAC = 2 FLOPs) and split into *executed*
+(every padded absorber slot goes through the spectral MLP) and *useful* (real absorbers only).
+Each timing is the best of several repeats of at least ``--seconds`` (the machine is shared).
+
+Two ONNX graphs are timed, both with the Predictor's session options: the shipped one
+(``models/export/model.onnx``) and the one the current export code writes from the same ``model.pt``
+(``export_any_edge`` into a temporary folder: the ensemble + calibration as one graph, the outer
+product's Einsum rewritten as a MatMul); the ratios use the latter, which `dvc repro export` ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "model_ort_vs_torch.json"
+BATCHES = (1, 32, 256, 4096)
+
+
+def best_rate(fn, n_items: int, seconds: float, repeats: int = 3) -> float:
+    """Items/s of ``fn`` (best of ``repeats`` windows of >= ``seconds``; one warm-up call)."""
+    fn()
+    best = 0.0
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            dt = time.perf_counter() - t0
+            if dt >= seconds:
+                break
+        best = max(best, n * n_items / dt)
+    return best
+
+
+def gemm_rate(threads: int, seconds: float) -> dict:
+    """float32 matmul FLOP/s of torch and numpy on this CPU (the machine's practical limit)."""
+    import torch
+
+    out = {}
+    for n in (256, 1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        out[f"torch_{n}"] = best_rate(lambda a=a, b=b: torch.mm(a, b), 2 * n ** 3, seconds)
+        an, bn = a.numpy(), b.numpy()
+        out[f"numpy_{n}"] = best_rate(lambda an=an, bn=bn: an @ bn, 2 * n ** 3, seconds)
+    out["peak_flops"] = max(out.values())
+    out["threads"] = threads
+    return out
+
+
+def load_ensemble(model_pt: Path):
+    import torch
+
+    from xastopo.models.nn import CalibratedEnsemble, build_any_edge_net
+
+    ckpt = torch.load(model_pt, map_location="cpu", weights_only=False)
+    nets = []
+    for state in ckpt["members"]:
+        net = build_any_edge_net(ckpt["config"], ckpt["n_points"])
+        net.load_state_dict(state)
+        nets.append(net)
+    return CalibratedEnsemble(nets, float(ckpt["temperature"]), float(ckpt.get("bias", 0.0))).eval()
+
+
+def batch_arrays(data: dict, n: int) -> dict:
+    """The first ``n`` test materials (tiled when the split is smaller), padded to their largest width."""
+    idx = np.arange(n) % len(data["Z"])
+    width = max(1, int(data["mask"][idx].sum(1).max()))
+    return {"spectra": np.ascontiguousarray(data["X"][idx, :width]), "z": np.ascontiguousarray(data["Z"][idx, :width]),
+            "mask": np.ascontiguousarray(data["mask"][idx, :width]),
+            "has_spectrum": np.ascontiguousarray(data["has_spectrum"][idx, :width])}
+
+
+def macs_per_material(model, arrays: dict) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(*(torch.as_tensor(arrays[k]) for k in ("spectra", "z", "mask", "has_spectrum")))
+    return fc.get_total_flops() / 2 / len(arrays["z"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "export")
+    ap.add_argument("--model-pt", type=Path, default=ROOT / "models" / "nn_any" / "model.pt")
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "features" / "test_any.npz")
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+
+    import tempfile
+
+    import onnxruntime as ort
+    import torch
+
+    from xastopo.export.onnx_export import export_any_edge
+    from xastopo.inference import Predictor
+
+    threads = torch.get_num_threads()
+    data = dict(np.load(args.data))
+    model = load_ensemble(args.model_pt)
+    pred = Predictor(args.model_dir, prefer_gpu=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_any_edge(args.model_pt, Path(tmp) / "model.onnx", int(data["X"].shape[2]))
+        current = ort.InferenceSession(str(Path(tmp) / "model.onnx"), pred.session.get_session_options(),
+                                       providers=["CPUExecutionProvider"])
+    gemm = gemm_rate(threads, args.seconds / 2)
+    rows = []
+    for n in BATCHES:
+        a = batch_arrays(data, n)
+        feed = pred.model_inputs(a["spectra"], a["z"], a["mask"], a["has_spectrum"])
+        tens = [torch.as_tensor(a[k]) for k in ("spectra", "z", "mask", "has_spectrum")]
+        with torch.no_grad():
+            p_torch = model(*tens)[0].numpy()
+        p_ort = current.run(None, feed)[0]
+        shipped_rate = best_rate(lambda feed=feed: pred.session.run(None, feed), n, args.seconds)
+        ort_rate = best_rate(lambda feed=feed: current.run(None, feed), n, args.seconds)
+
+        def eager(tens=tens) -> None:
+            with torch.no_grad():
+                model(*tens)
+
+        torch_rate = best_rate(eager, n, args.seconds)
+        executed = macs_per_material(model, a)
+        width, real = a["z"].shape[1], float(a["mask"].sum(1).mean())
+        frac = 2 * executed * ort_rate / gemm["peak_flops"]
+        rows.append({"batch": n, "absorber_slots": width, "absorbers_mean": round(real, 2),
+                     "ort_materials_per_s": round(ort_rate, 1), "torch_materials_per_s": round(torch_rate, 1),
+                     "ort_over_torch": round(ort_rate / torch_rate, 2),
+                     "ort_shipped_graph_materials_per_s": round(shipped_rate, 1),
+                     "ort_shipped_over_torch": round(shipped_rate / torch_rate, 2),
+                     "macs_per_material_executed": round(executed), "useful_fraction": round(real / width, 3),
+                     "ort_gflops": round(2 * executed * ort_rate / 1e9, 2), "fraction_of_gemm_peak": round(frac, 3),
+                     "max_abs_diff_ort_torch": float(np.max(np.abs(p_ort - p_torch)))})
+    result = {"host": platform.node(), "cpu_count": os.cpu_count(), "threads": threads,
+              "onnxruntime_provider": pred.provider, "gemm": {k: (round(v / 1e9, 2) if k != "threads" else v)
+                                                              for k, v in gemm.items()},
+              "gemm_unit": "GFLOP/s", "rows": rows,
+              "targets": {"ort_over_torch_batch1": ">= 1.5", "ort_over_torch_batch4096": ">= 1.0",
+                          "fraction_of_gemm_peak_4096": ">= 0.70"},
+              "note": "2 CPU cores shared with a running FEFF simulation (one core busy)"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"GEMM peak (float32, {threads} threads): {gemm['peak_flops'] / 1e9:.1f} GFLOP/s")
+    print(f"{'batch':>6} {'slots':>5} {'shipped ORT':>11} {'ORT mat/s':>11} {'torch mat/s':>12} {'ORT/torch':>9} "
+          f"{'MAC/mat':>9} {'GFLOP/s':>8} {'of peak':>8}")
+    for r in rows:
+        print(f"{r['batch']:>6} {r['absorber_slots']:>5} {r['ort_shipped_graph_materials_per_s']:>11.0f} "
+              f"{r['ort_materials_per_s']:>11.0f} "
+              f"{r['torch_materials_per_s']:>12.0f} {r['ort_over_torch']:>9.2f} "
+              f"{r['macs_per_material_executed']:>9.0f} "
+              f"{r['ort_gflops']:>8.2f} {r['fraction_of_gemm_peak']:>8.1%}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
