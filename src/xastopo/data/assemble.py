@@ -16,7 +16,7 @@ import pandas as pd
 
 from xastopo.data.ingest import EXPERIMENTAL_SOURCES
 from xastopo.data.labels import usable_labels
-from xastopo.data.quality import max_negative_jump, own_range_normalized
+from xastopo.data.quality import WhiteLineRule, drop_verdict
 
 RECORD_COLUMNS = [
     "mp_id", "absorbing_element", "spectrum_ids", "sources", "sites", "weights", "energy", "mu",
@@ -36,6 +36,7 @@ def assemble(
     flat_run_tol: float = 0.0,
     simulated_sources: list[str] | None = None,
     simulated_required_elements: dict[str, set[str]] | None = None,
+    white_line: WhiteLineRule | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Return (labeled records, unlabeled records, experimental rows, report).
 
@@ -44,7 +45,7 @@ def assemble(
     """
     drop: Counter = Counter()
     experimental, s = select_sites(sites, exclude_elements, train_sources, drop)
-    s = drop_unphysical(s, max_negative_jump_threshold, post_edge_ev, flat_run_tol, drop)
+    s = drop_unphysical(s, max_negative_jump_threshold, post_edge_ev, flat_run_tol, drop, white_line)
     s = one_source_per_site(s, source_priority, drop)
     rec, stats = build_records(s, equivalence)
     drop["symmetry_equivalent_duplicate_site"] = stats.pop("symmetry_duplicates")
@@ -85,16 +86,44 @@ def select_sites(
 
 
 def drop_unphysical(
-    s: pd.DataFrame, threshold: float, post_edge_ev: float, flat_run_tol: float, drop: Counter
+    s: pd.DataFrame, threshold: float, post_edge_ev: float, flat_run_tol: float, drop: Counter,
+    white_line: WhiteLineRule | None = None,
 ) -> pd.DataFrame:
-    """Drop spectra with a large drop anywhere in the edge-step-normalized spectrum, or no edge step."""
-    jumps = np.array([
-        max_negative_jump(own_range_normalized(e, m, post_edge_ev, flat_run_tol))
-        for e, m in zip(s["energy"], s["mu"], strict=True)
-    ])
-    bad = ~(jumps <= threshold)  # NaN (no edge step) counts as bad
+    """Drop spectra without an edge step or with a drop larger than ``threshold`` edge steps, unless
+    (for ``white_line.sources``) every such drop is a white line decaying (:func:`drop_verdict`)."""
+    verdicts = unphysical_verdicts(s, threshold, post_edge_ev, flat_run_tol, white_line)
+    bad = ~verdicts.isin(["ok", "white_line"])
     drop["unphysical_negative_jump_or_no_edge"] = int(bad.sum())
     return s[~bad].copy()
+
+
+def unphysical_verdicts(s: pd.DataFrame, threshold: float, post_edge_ev: float, flat_run_tol: float,
+                        white_line: WhiteLineRule | None = None) -> pd.Series:
+    """:func:`~xastopo.data.quality.drop_verdict` of every row (the rule only for its sources)."""
+    out = []
+    for e, m, src in zip(s["energy"], s["mu"], s["source"], strict=True):
+        rule = white_line if white_line is not None and src in white_line.sources else None
+        out.append(drop_verdict(np.asarray(e, float), np.asarray(m, float), post_edge_ev, flat_run_tol,
+                                threshold, rule))
+    return pd.Series(out, index=s.index, dtype=object)
+
+
+def unphysical_summary(sites: pd.DataFrame, threshold: float, post_edge_ev: float, flat_run_tol: float,
+                       white_line: WhiteLineRule) -> dict:
+    """Per source: spectra the strict threshold rejects, how many the white-line rule recovers and why
+    the rest stay rejected, computed on every site (also sources that do not train) for the report."""
+    rule = WhiteLineRule(white_line.window_ev, white_line.min_start, white_line.max_dip,
+                         tuple(sorted(set(sites["source"]))))
+    v = unphysical_verdicts(sites, threshold, post_edge_ev, flat_run_tol, rule)
+    out: dict = {}
+    for src, g in v.groupby(sites["source"]):
+        counts = g.value_counts()
+        rejected = int(len(g) - counts.get("ok", 0))
+        out[str(src)] = {"spectra": int(len(g)), "rejected_by_threshold": rejected,
+                         "white_line_recovered": int(counts.get("white_line", 0)),
+                         "rule_applies": src in white_line.sources,
+                         "still_rejected": {k: int(n) for k, n in counts.items() if k not in ("ok", "white_line")}}
+    return out
 
 
 def one_source_per_site(s: pd.DataFrame, source_priority: list[str], drop: Counter) -> pd.DataFrame:

@@ -8,6 +8,8 @@ range; the Preprocessor uses it to normalize on the element's window. It lives i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from xastopo.data.validation import real_range
@@ -37,3 +39,54 @@ def max_negative_jump(normalized: np.ndarray) -> float:
     if not np.all(np.isfinite(d)):
         return float("nan")  # no usable edge step: callers treat NaN as unphysical
     return float(max(0.0, -d.min())) if d.size else 0.0
+
+
+@dataclass(frozen=True)
+class WhiteLineRule:
+    """When a large drop is a white line decaying, not a glitch (``assemble.white_line`` in params.yaml).
+
+    FEFF10 computes light-element K edges (C, N, O, Li, B) with sharp white lines: several edge steps high,
+    then falling by more than ``max_negative_jump`` between two grid points. A glitch is something else:
+    a drop far above the edge, a drop that starts below the post-edge level (a step down, not a peak
+    decaying) or one that plunges below the pre-edge. A spectrum whose every large drop is a white-line
+    decay is kept, for the ``sources`` listed.
+    """
+
+    window_ev: float      # a drop this far or less above the edge (first half-step crossing) may be a white line
+    min_start: float      # ... and must start at least this high (edge-step units): it falls from a peak
+    max_dip: float        # ... and what follows must stay above -max_dip (no plunge below the pre-edge)
+    sources: tuple[str, ...]
+
+    @classmethod
+    def from_params(cls, params: dict, sources: tuple[str, ...] | None = None) -> WhiteLineRule:
+        """From ``assemble.white_line``; ``sources`` overrides the block's (e.g. every source, for a report)."""
+        w = params["assemble"]["white_line"]
+        return cls(float(w["window_ev"]), float(w["min_start"]), float(w["max_dip"]),
+                   tuple(w["sources"]) if sources is None else tuple(sources))
+
+
+def drop_verdict(energy: np.ndarray, mu: np.ndarray, post_edge_ev: float, tol: float, threshold: float,
+                 rule: WhiteLineRule | None) -> str:
+    """'ok' (no drop above ``threshold``), 'white_line' (every large drop is a white-line decay by
+    ``rule``), or why the spectrum is unphysical: 'no_edge_step', 'drop_beyond_white_line_window',
+    'drop_not_from_a_peak', 'dip_below_pre_edge', or 'negative_jump' (no rule given)."""
+    energy = np.asarray(energy, float)
+    lo, hi = real_range(energy, mu, tol)
+    e = energy[lo : hi + 1]
+    n = own_range_normalized(energy, np.asarray(mu, float), post_edge_ev, tol)
+    jump = max_negative_jump(n)
+    if not np.isfinite(jump):
+        return "no_edge_step"
+    if jump <= threshold:
+        return "ok"
+    if rule is None:
+        return "negative_jump"
+    edge = e[int(np.argmax(n >= 0.5))]
+    for k in np.nonzero(-np.diff(n) > threshold)[0]:
+        if e[k] - edge > rule.window_ev:
+            return "drop_beyond_white_line_window"
+        if n[k] < rule.min_start:
+            return "drop_not_from_a_peak"
+        if n[k + 1 :].min() < -rule.max_dip:
+            return "dip_below_pre_edge"
+    return "white_line"

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from xastopo.config import get, load_params, raw_path
-from xastopo.data.assemble import assemble
+from xastopo.data.assemble import assemble, unphysical_summary, unphysical_verdicts
 from xastopo.data.ingest import EXPERIMENTAL_SOURCES
+from xastopo.data.quality import WhiteLineRule
 from xastopo.data.structures import equivalence_table
 from xastopo.simulate.shards import SOURCE as SIMULATED_SOURCE
 from xastopo.stages.common import run_stage, write_json
@@ -32,6 +33,42 @@ def required_elements(params: dict, sites: pd.DataFrame) -> dict[str, set[str]]:
     return {mp: computable_elements(f, cfg) for mp, f in zip(meta["mp_id"], meta["formula_sum"], strict=True)}
 
 
+def white_line_figure(sites: pd.DataFrame, params: dict, path: Path, per_panel: int = 8) -> None:
+    """Recovered white lines beside the spectra the rule still rejects (edge-step normalized)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from xastopo.data.quality import own_range_normalized
+    from xastopo.data.validation import real_range
+
+    a, post = params["assemble"], float(get(params, "featurize.post_edge_ev"))
+    tol = float(get(params, "ingest.flat_run_tol"))
+    rule = WhiteLineRule.from_params(params, tuple(sorted(set(sites["source"]))))
+    v = unphysical_verdicts(sites, float(a["max_negative_jump"]), post, tol, rule)
+    kept = sites[v == "white_line"]
+    rejected = sites[~v.isin(["ok", "white_line"])]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+    for ax, rows, title in ((axes[0], kept, "kept: white lines"), (axes[1], rejected, "rejected: glitches")):
+        rows = rows.sample(min(per_panel, len(rows)), random_state=0) if len(rows) else rows
+        for r in rows.itertuples(index=False):
+            e, m = np.asarray(r.energy, float), np.asarray(r.mu, float)
+            lo, hi = real_range(e, m, tol)
+            n = own_range_normalized(e, m, post, tol)
+            ax.plot(e[lo:hi + 1] - e[lo], n, lw=0.9, label=f"{r.mp_id} {r.absorbing_element} ({r.source})")
+        ax.set_title(f"{title} ({len(kept) if ax is axes[0] else len(rejected)} spectra)", fontsize=10)
+        ax.set_xlabel("energy above the first point (eV)")
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mu / edge step")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     params = load_params()
     sites = pd.read_parquet("data/interim/sites.parquet")
@@ -50,7 +87,13 @@ def main() -> None:
         flat_run_tol=float(get(params, "ingest.flat_run_tol")),
         simulated_sources=SIMULATED,
         simulated_required_elements=required_elements(params, sites),
+        white_line=WhiteLineRule.from_params(params),
     )
+    # every source, measured ones too: they hold the real glitches (the rule applies only to its sources)
+    report["unphysical_rule"] = unphysical_summary(
+        sites, float(a["max_negative_jump"]), float(get(params, "featurize.post_edge_ev")),
+        float(get(params, "ingest.flat_run_tol")), WhiteLineRule.from_params(params))
+    white_line_figure(sites, params, Path("plots/quality/white_line.png"))
     report["structures_used_for_multiplicity"] = len(eq)
     out = Path("data/interim")
     labeled.to_parquet(out / "materials.parquet", index=False)
