@@ -21,12 +21,12 @@ RANK = {
     "models": 3,
     "training": 4,
     "export": 5,
-    "inference": 6, "batch_predict": 6,
-    "stages": 7, "cli": 7, "cli_simulate": 7, "local_server": 7, "serving": 7,
+    "inference": 6, "batch_predict": 6, "measured_report": 6, "screening": 6, "explain": 6,
+    "stages": 7, "cli": 7, "cli_simulate": 7, "cli_measured": 7, "local_server": 7, "serving": 7, "web": 7,
 }
-SERVING_SIDE = ("inference", "batch_predict", "serving")
+SERVING_SIDE = ("inference", "batch_predict", "explain", "serving", "web")
 FORBIDDEN_FOR_SERVING = ("xastopo.models", "xastopo.training", "torch")
-CLI = ("xastopo.cli", "xastopo.cli_simulate")
+CLI = ("xastopo.cli", "xastopo.cli_simulate", "xastopo.cli_measured")
 
 
 def module_name(path: Path, root: Path) -> str:
