@@ -33,6 +33,9 @@ def pipeline(tmp_path_factory, shared_data, monkeypatch_module):
     params["nn"].update(max_epochs=3, patience=3)
     params["nn_any"].update(max_epochs=1, patience=1, ensemble=2, n_boot=20)
     params["composition"]["max_iter"] = 20
+    # the analysis stages after export, kept short: they are checked to run, not for their numbers
+    params["sensitivity"].update(n_points=[200, 25], shifts_ev=[-1, 1], noise=[0.1], noise_draws=1, n_boot=20)
+    params["learning_curve"].update(repeats=1, n_boot=20, fractions=[0.5, 1.0], simulated_steps=[50])
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     store = tmp_path_factory.mktemp("mlflow_store")
     uri = f"sqlite:///{store}/mlflow.db"
@@ -52,7 +55,9 @@ def test_full_repro_runs_every_stage_then_nothing(pipeline):
     repo, _, out = pipeline
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert tuple(params["train"]["families"]) == MODELS
-    assert ran(out) == DATA_STAGES | {f"train@{m}" for m in MODELS} | {"report", "select", "export"}, out
+    declared = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]) - {"train"}
+    assert {"report", "select", "export", "screen", "explain", "measured", "sensitivity"} <= declared
+    assert ran(out) == declared | {f"train@{m}" for m in MODELS}, out
     again = dvc(repo, "repro")
     assert ran(again) == set(), again
     assert "Data and pipelines are up to date" in dvc(repo, "status")
@@ -121,8 +126,9 @@ def test_mlflow_parent_child_runs_metrics_and_champion_alias(pipeline):
 
 
 def test_changing_svm_C_reruns_only_the_svm_family(pipeline):
-    """Each family tracks its own params block: svm.C reruns train@svm, then report and select; the
-    networks do not. An unchanged champion keeps its registry version, so export does not rerun."""
+    """Each family tracks its own params block: svm.C reruns train@svm, then report and select (and the
+    learning curves, which use the svm settings); the networks do not. An unchanged champion keeps its
+    registry version, so export does not rerun."""
     repo, uri, _ = pipeline
     params_file = repo / "params.yaml"
     original = params_file.read_text()
@@ -132,12 +138,13 @@ def test_changing_svm_C_reruns_only_the_svm_family(pipeline):
         params["svm"]["C"] = 2.0
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         status = dvc(repo, "status")
-        assert re.findall(r"(?m)^([\w@.-]+):$", status) == ["train@svm"], status
+        # the per-element learning curves use the svm block's settings too (learning_curve.family)
+        assert sorted(re.findall(r"(?m)^([\w@.-]+):$", status)) == ["learning_curve", "train@svm"], status
         out = dvc(repo, "repro")
         after = json.loads((repo / "models/champion.json").read_text())
-        expected = {"train@svm", "report", "select"}
-        if "svm" in (before["model"], after["model"]):
-            expected.add("export")
+        expected = {"train@svm", "report", "select", "learning_curve"}
+        if "svm" in (before["model"], after["model"]):  # a new export: the stages that read it rerun
+            expected |= {"export", "screen", "explain", "measured", "sensitivity"}
         else:
             assert after == before  # same model, same registry version: nothing to export again
         assert ran(out) == expected, out

@@ -103,12 +103,15 @@ def model_card(train: dict, pre: Preprocessor, metrics: dict) -> dict:
     }
 
 
-def write_model_card(out_dir: Path, train_npz: Path, pre: Preprocessor, metrics_path: Path) -> dict:
+def write_model_card(out_dir: Path, train_npz: Path, pre: Preprocessor, metrics: Path | dict) -> dict:
     """Write class_means.json and model_card.json into the export and record their checksums in its
-    metadata.json (written by :func:`xastopo.export.onnx_export.finalize` just before)."""
+    metadata.json (written by :func:`xastopo.export.onnx_export.finalize` just before). ``metrics``: the
+    champion's metrics (``champion.json`` carries them, so the export depends on no other family's
+    metrics file), or a path to a metrics file."""
     with np.load(train_npz, allow_pickle=False) as f:
         train = {k: f[k] for k in f.files}
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    if isinstance(metrics, Path):
+        metrics = json.loads(metrics.read_text()) if metrics.is_file() else {}
     (out_dir / "class_means.json").write_text(json.dumps(class_means(train, pre)) + "\n")
     (out_dir / "model_card.json").write_text(json.dumps(model_card(train, pre, metrics), indent=2) + "\n")
     meta_path = out_dir / "metadata.json"

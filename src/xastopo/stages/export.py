@@ -57,7 +57,7 @@ def export_champion(champion: dict, fam: Family, pre: Preprocessor, test: dict, 
     result["model"] = fam.name
     # for people: training class means (the page's plots, the explanations' baseline) and the model card
     train_name = "train_any.npz" if fam.features == "padded_any" else "train.npz"
-    write_model_card(OUT_DIR, Path("data/features") / train_name, pre, Path("metrics") / f"{fam.name}.json")
+    write_model_card(OUT_DIR, Path("data/features") / train_name, pre, champion.get("card_metrics") or {})
     return result
 
 

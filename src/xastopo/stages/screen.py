@@ -61,7 +61,9 @@ def answer_rows(materials: list[MaterialSites], answers: list) -> pd.DataFrame:
                      "uncertainty": a.uncertainty, "label": a.label,
                      "elements_with_spectrum": " ".join(a.elements_with_spectrum),
                      "elements_by_type": " ".join(a.elements_by_type), "warnings": " | ".join(a.warnings)})
-    return pd.DataFrame(rows)
+    cols = ["mp_id", "formula", "probability_topological", "uncertainty", "label", "elements_with_spectrum",
+            "elements_by_type", "warnings", "error"]
+    return pd.DataFrame(rows, columns=cols)  # every column, also when every material was refused
 
 
 def spacegroup(structure: str | None, fmt: str, symprec: float) -> str:

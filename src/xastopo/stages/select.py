@@ -42,6 +42,9 @@ def champion_record(name: str, res: dict, sel: dict, version: str) -> dict:
         "registered_model_name": sel["registered_model_name"], "registered_version": version,
         "alias": "champion", "test": {k: res["test"][k] for k in ("macro_f1", "auc", "topological", "trivial", "n")},
         "dvc_data_hash": tracking.dvc_data_hash(),
+        # what the export's model card shows (so the export depends on champion.json, not on every
+        # family's metrics: retraining another family leaves the export alone)
+        "card_metrics": {k: res.get(k) for k in ("test", "calibration", "uncertainty")},
     }
 
 

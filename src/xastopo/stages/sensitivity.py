@@ -64,22 +64,21 @@ def perturbed(mats: list[MaterialSites], shift: float = 0.0, noise: float = 0.0,
 
 def champion_scores(predictor: Predictor, mats: list[MaterialSites], y: np.ndarray, n_boot: int,
                     seed: int) -> tuple[dict, np.ndarray]:
-    """(F1 with intervals, probabilities) of the champion on (perturbed) materials; a material the perturbation made
-    unusable (spectrum off the window) counts as answered from its composition only, as the service
-    would refuse it: it is reported in ``unusable``."""
+    """(F1 with intervals, probabilities) of the champion on (perturbed) materials. A material the
+    perturbation made unusable (spectrum off the window) is scored with the answer the user then gets:
+    the composition-only one for a champion that reads compositions; a spectra-only champion has none,
+    so such a material is left out of that point's score (NaN probability; ``unusable`` counts it)."""
     inputs = predictor.build(mats)
     answers = predictor.predict_inputs(inputs)
     bad = [e.index for e in inputs.errors]
-    if bad and not predictor.reads_composition:
-        raise SystemExit(f"error: {len(bad)} test materials cannot be read after the perturbation; the champion "
-                         f"({predictor.kind}) has no composition-only answer: {inputs.errors[0]}")
-    if bad:  # score what the user gets when the spectrum is left out: the composition-only answer
+    if bad and predictor.reads_composition:
         fallback = predictor.predict_inputs(predictor.build([MaterialSites(mats[i].material_id, {},
                                                                            formula=mats[i].formula) for i in bad]))
         for i, a in zip(bad, fallback, strict=True):
             answers[i] = a
-    prob = np.array([a.probability_topological for a in answers])
-    out = f1_with_intervals(y, prob, predictor.threshold, n_boot, seed)
+    prob = np.array([np.nan if a is None else a.probability_topological for a in answers])
+    keep = np.isfinite(prob)
+    out = f1_with_intervals(y[keep], prob[keep], predictor.threshold, n_boot, seed)
     out["unusable"] = len(bad)
     return out, prob
 
@@ -144,7 +143,8 @@ def main() -> None:
         draws = [champion_scores(predictor, perturbed(mats, noise=s, rng=rng, post_edge_ev=post), y, n_boot, seed)
                  for _ in range(1 if s == 0 else int(cfg["noise_draws"]))]
         prob = np.mean([p for _, p in draws], axis=0)  # the draws' mean answer per material
-        res = f1_with_intervals(y, prob, predictor.threshold, n_boot, seed)
+        keep = np.isfinite(prob)
+        res = f1_with_intervals(y[keep], prob[keep], predictor.threshold, n_boot, seed)
         res["unusable"] = int(np.mean([r["unusable"] for r, _ in draws]))
         noise.append({"noise": s, "test": res})
 
