@@ -65,18 +65,15 @@ def spectra_signature(a: dict, probs: np.ndarray):
 
 
 def composition_data(params: dict, exclude: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Formulas of every usable labeled material: the labels' formula, else the CIF's formula_sum,
-    else the formula of the POSCAR the shipped spectra were computed on. (train rows, all rows)."""
+    """Formulas of every usable labeled material (:func:`xastopo.data.composition.material_formulas`: the
+    labels' formula, else the CIF's formula_sum, else the POSCAR's; the one precedence of training,
+    screening and the literature table). (train rows, all rows)."""
+    from xastopo.data.composition import material_formulas
+
     labels = pd.read_csv(raw_path(params, "labels_csv"))
     lab, _ = usable_labels(labels)
-    lab = lab.merge(labels[["mp_id", "formula"]], on="mp_id", how="left")
-    structs = pd.read_parquet(Path(params["data"]["raw_dir"]) / "structures/structures.parquet",
-                              columns=["mp_id", "formula_sum"])
-    poscars = pd.read_parquet(raw_path(params, "site_structures"), columns=["mp_id", "formula"]).rename(
-        columns={"formula": "formula_poscar"})
-    lab = lab.merge(structs, on="mp_id", how="left").merge(poscars, on="mp_id", how="left")
-    lab["formula"] = lab["formula"].fillna(lab["formula_sum"]).fillna(lab["formula_poscar"])
-    lab = lab[lab["formula"].notna()]
+    lab = lab.merge(material_formulas(labels, raw_path(params, "structures"), raw_path(params, "site_structures")),
+                    on="mp_id", how="inner")
     return lab[~lab["mp_id"].isin(exclude)].reset_index(drop=True), lab
 
 
