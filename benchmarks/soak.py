@@ -164,9 +164,11 @@ class Load:
         rng = random.Random(seed)
         s = requests.Session()
         while not self.stop.is_set():
+            what = "?"
             try:
                 if rng.random() < 0.7:
                     k = rng.choice((1, 1, 4, 16))
+                    what = f"valid ({k} materials)"
                     start = rng.randrange(len(self.materials))
                     mats = [self.materials[(start + j) % len(self.materials)] for j in range(k)]
                     r = s.post(f"{self.url}/predict", json={"materials": mats}, timeout=60)
@@ -179,6 +181,7 @@ class Load:
                                  f"valid → {r.status_code} {r.text[:120]}")
                 else:
                     kind, body, ctype = rng.choice(self.bad)
+                    what = kind
                     r = s.post(f"{self.url}/predict", data=body, headers={"Content-Type": ctype}, timeout=60)
                     if 400 <= r.status_code < 500:
                         self.add("bad_4xx")
@@ -186,7 +189,7 @@ class Load:
                         self.add("http_5xx" if r.status_code >= 500 else "bad_not_4xx",
                                  f"{kind} → {r.status_code} {r.text[:120]}")
             except requests.RequestException as exc:
-                self.add("connection_errors", f"{type(exc).__name__}")
+                self.add("connection_errors", f"{what}: {type(exc).__name__} at {time.strftime('%H:%M:%S')}")
                 s = requests.Session()
                 time.sleep(0.05)
 

@@ -142,6 +142,57 @@ def bound_graceful_shutdown(seconds: int) -> None:
         logger.info("graceful shutdown bounded to %d s (serving.shutdown_grace_s)", seconds)
 
 
+def release_request_timers() -> None:
+    """Make BentoML's per-request timeout release its timer when the request ends.
+
+    Why: ``bentoml._internal.server.http.traffic.TimeoutMiddleware`` (BentoML 1.4.40, unchanged upstream
+    in April 2026) schedules ``loop.call_later(traffic.timeout, ...)`` for every request and never cancels
+    it. The timer holds the request's future and its contextvars (with its OpenTelemetry span) until it
+    fires, so every worker kept ~5-13 KB per request for ``traffic.timeout`` seconds (120 s here): found
+    in the 10-minute soak (RSS +73 %), counted as one live ``TimerHandle``/``_Span``/``Future`` per
+    request answered, /readyz included. This replaces its ``__call__`` with the same logic plus
+    ``handle.cancel()`` when the request is done (a cancelled timer is dropped by asyncio). Idempotent;
+    runs at import in every worker process (both services import this module)."""
+    import asyncio
+
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+    from starlette.responses import JSONResponse
+
+    if getattr(TimeoutMiddleware, "_xastopo_releases_timer", False):
+        return
+
+    async def __call__(self: Any, scope: dict, receive: Any, send: Any) -> None:  # noqa: N807
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        handle = loop.call_later(self.timeout, self._set_timer_out, waiter)
+
+        async def _send(message: dict) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+            await send(message)
+
+        fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+        try:
+            await waiter
+        except TimeoutError:
+            if fut.cancel():
+                resp = JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"},
+                                    status_code=504)
+                await resp(scope, receive, send)
+        else:
+            await fut
+        finally:
+            handle.cancel()
+
+    TimeoutMiddleware.__call__ = __call__
+    TimeoutMiddleware._xastopo_releases_timer = True
+
+
+release_request_timers()
+
+
 # --------------------------------------------------------------------------------- middleware
 class GateMiddleware:
     """Pure ASGI: bearer token (401), body size (413), a body not received within
@@ -294,7 +345,16 @@ def model_failed(indices: Sequence[int]) -> Any:
                                     for i in indices]), status_code=422)
 
 
-@bentoml.service(name="xastopo-model", workers=1, traffic={"timeout": 120})
+# BentoML's client to a dependency (``_bentoml_impl.client.proxy2.SessionManager``, 1.4.40 and upstream in April
+# 2026) replaces its aiohttp session every ``runner_connection.max_requests`` (default 100) calls or ``max_age``
+# (300 s) and *closes the old one at once*, under the calls still in flight on it: in the soak those calls hung
+# until the client gave up (read timeouts) or failed with ``RuntimeError: Connector is closed`` (the 500s). On
+# loopback to one model worker a refresh buys nothing (no DNS, no balancing), so it is pushed out of reach; a
+# model worker that restarts is still reconnected (aiohttp opens a new connection for a refused one).
+NEVER_REFRESH = {"max_requests": 2**31 - 1, "max_age": 10.0**9}
+
+
+@bentoml.service(name="xastopo-model", workers=1, traffic={"timeout": 120}, runner_connection=NEVER_REFRESH)
 class XasTopoModel:
     """Internal: the ONNX session behind adaptive batching (one worker owns the accelerator).
 

@@ -1,0 +1,91 @@
+"""Two BentoML behaviours the service works around (found by benchmarks/soak.py), checked on BentoML's own
+classes: its per-request timeout must not keep a live timer per answered request (the soak's RSS growth),
+and the service's client to the model worker must never swap its connection pool under calls in flight
+(the soak's hangs and 500s, ``RuntimeError: Connector is closed``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("bentoml")
+
+
+def test_timeout_middleware_leaves_no_live_timer_per_request() -> None:
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    import serving.service  # noqa: F401 - applies release_request_timers() at import, as in every worker
+
+    async def app(scope: dict, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def run(n: int) -> tuple[int, int]:
+        mw = TimeoutMiddleware(app, timeout=120)
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        for _ in range(n):
+            await mw({"type": "http", "path": "/predict"}, receive, send)
+        loop = asyncio.get_running_loop()
+        live = [h for h in loop._scheduled if not h.cancelled()]  # noqa: SLF001 - the heap the leak lived in
+        return len(live), sum(m["type"] == "http.response.start" for m in sent)
+
+    live, answered = asyncio.run(run(300))
+    assert answered == 300
+    assert live == 0, f"{live} request timers still scheduled after 300 answered requests (each holds its request)"
+
+
+def test_timeout_middleware_still_times_out() -> None:
+    """The replaced __call__ keeps BentoML's behaviour: a request slower than the timeout gets a 504."""
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    import serving.service  # noqa: F401
+
+    async def slow(scope: dict, receive, send) -> None:
+        await asyncio.sleep(5)
+
+    async def run() -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await TimeoutMiddleware(slow, timeout=0.05)({"type": "http", "path": "/predict"}, receive, send)
+        return sent
+
+    sent = asyncio.run(run())
+    assert sent[0]["status"] == 504
+
+
+def test_model_client_never_swaps_its_session_under_calls_in_flight() -> None:
+    """BentoML's dependency client reads ``runner_connection`` of the dependency's service config; the model
+    service sets it so that its ``SessionManager`` never closes a session other calls still use."""
+    from _bentoml_impl.client.proxy2 import SessionManager
+
+    from serving.service import XasTopoModel
+
+    conn = XasTopoModel.config["runner_connection"]
+    manager = SessionManager("http://127.0.0.1:1", timeout=1, headers={}, max_age=conn["max_age"],
+                             max_requests=conn["max_requests"])
+
+    assert asyncio.run(_count(manager, 5_000)) == 1
+    default = SessionManager("http://127.0.0.1:1", timeout=1, headers={})  # BentoML's defaults: a swap per 100
+    assert asyncio.run(_count(default, 5_000)) > 1
+
+
+async def _count(manager, n: int) -> int:
+    seen = set()
+    for _ in range(n):
+        seen.add(id(await manager.get_session()))
+    await manager.close()
+    return len(seen)
