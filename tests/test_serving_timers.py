@@ -89,3 +89,24 @@ async def _count(manager, n: int) -> int:
         seen.add(id(await manager.get_session()))
     await manager.close()
     return len(seen)
+
+
+def test_media_types_are_computed_once_per_io_model_and_unchanged() -> None:
+    """BentoML built an output model's whole JSON schema per response to find its media type; the service
+    caches it per class: the same answer as BentoML's own computation, and no second computation."""
+    from _bentoml_sdk.io_models import IOMixin
+
+    import serving.service
+    from serving.service import XasTopo, XasTopoModel
+
+    original = IOMixin.mime_type.__func__.__wrapped__  # BentoML's function, behind the cache
+    for svc in (XasTopoModel, XasTopo):
+        for api in svc.apis.values():
+            for spec in (api.input_spec, api.output_spec):
+                assert spec.mime_type() == original(spec)
+    before = IOMixin.mime_type.__func__.cache_info()
+    XasTopoModel.apis["infer"].output_spec.mime_type()
+    after = IOMixin.mime_type.__func__.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    serving.service.cache_media_types()  # idempotent: still the one cache
+    assert IOMixin.mime_type.__func__.cache_info().hits == after.hits

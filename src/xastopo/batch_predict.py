@@ -15,7 +15,6 @@ sites of one element are combined by the Preprocessor exactly as in training.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,15 @@ from pydantic import ValidationError
 
 from xastopo import config
 from xastopo.inference import InputError, MaterialSites, Predictor
-from xastopo.schema import Prediction, PredictRequest, error_line, json_depth, parse_request, request_errors
+from xastopo.schema import (
+    Prediction,
+    PredictRequest,
+    RequestBodyError,
+    error_line,
+    json_depth,
+    parse_request_json,
+    request_errors,
+)
 
 CSV_COLUMNS = ["material_id", "probability_topological", "label", "elements_used", "warnings", "uncertainty",
                "elements_with_spectrum", "elements_by_type", "composition_only"]
@@ -57,11 +64,9 @@ def read_json_request(path: Path, params_path: Path | None = None) -> PredictReq
         raise BatchInputError(f"{path}: nested more than {serving.max_json_depth} levels deep "
                               "(serving.max_json_depth; a request needs 6)")
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, the int digit limit
-        raise BatchInputError(f"{path}: not valid JSON ({exc})") from None
-    try:
-        return parse_request(data, serving.limits)
+        return parse_request_json(body, serving.limits)
+    except RequestBodyError as exc:
+        raise BatchInputError(f"{path}: {exc}") from None
     except ValidationError as exc:
         raise BatchInputError(f"{path}: {validation_message(exc)}") from None
     except RecursionError:

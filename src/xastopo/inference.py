@@ -417,16 +417,27 @@ class Predictor(InputBuilder):
 
     def outputs(self, arrays: Sequence[Arrays], batch_size: int | None = None,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """(P(topological), uncertainty or None) of per-material arrays, in ONNX runs of at most
-        ``batch_size`` materials."""
-        step = batch_size or max(len(arrays), 1)
-        starts = range(0, len(arrays), step)
-        chunks = [self.predict_arrays_with_uncertainty(*self.padded(arrays[s:s + step]))
-                  for s in _progress(starts, progress and len(arrays) >= 1000, desc="predict", unit="batch")]
-        if not chunks:
+        """(P(topological), uncertainty or None) of per-material arrays, in material order, in ONNX runs of at
+        most ``batch_size`` materials (all in one run when None).
+
+        Why materials are grouped before they are cut into runs: a run pads every material to its widest
+        one, so with mixed widths most of a big run multiplies padding. Ordered by their number of absorbers
+        (stable), each run pads to about its own width: at 4,096 materials in runs of 256 the CPU path did
+        ~1.6x the materials/s of one padded run (benchmarks/model_ort_vs_torch.py). A material's answer does
+        not depend on its run-mates (no batch statistics in the graph), so the answers are the same."""
+        n = len(arrays)
+        if n == 0:
             return np.zeros(0), (np.zeros(0) if self.has_uncertainty else None)
-        probs = np.concatenate([p for p, _ in chunks])
-        unc = None if chunks[0][1] is None else np.concatenate([u for _, u in chunks])
+        step = batch_size or n
+        order = np.argsort([len(a[1]) for a in arrays], kind="stable") if n > step else np.arange(n)
+        chunks = [self.predict_arrays_with_uncertainty(*self.padded([arrays[i] for i in order[s:s + step]]))
+                  for s in _progress(range(0, n, step), progress and n >= 1000, desc="predict", unit="batch")]
+        probs = np.empty(n, dtype=np.float64)
+        probs[order] = np.concatenate([p for p, _ in chunks])
+        if chunks[0][1] is None:
+            return probs, None
+        unc = np.empty(n, dtype=np.float64)
+        unc[order] = np.concatenate([u for _, u in chunks])
         return probs, unc
 
     def probabilities(self, arrays: Sequence[Arrays], batch_size: int | None = None,
