@@ -239,19 +239,17 @@ class InputBuilder:
         composition = m.composition(index)
         if not self.reads_composition:
             return self._spectra_arrays(index, m), []
-        rows, notes = [], []
+        notes: list[str] = []
         has = np.zeros(len(composition), dtype=np.float32)
+        x = np.zeros((len(composition), self.preprocessor.n_points), dtype=np.float32)  # by type: zeros
         for a, el in enumerate(composition):
-            row = np.zeros(self.preprocessor.n_points, dtype=np.float32)
             if el in m.spectra:
                 sites = self._sites(index, m, el)  # measured: checked and normalized even if read by type
                 if el in self.preprocessor.elements:
-                    row = self._transform(index, m, el, sites)
+                    x[a] = self._transform(index, m, el, sites)
                     has[a] = 1.0
                 else:
                     notes.append(f"{el}: no training spectra for this element; used by its type only")
-            rows.append(row)
-        x = np.stack(rows).astype(np.float32)
         z = np.asarray([atomic_number(el) for el in composition], dtype=np.int64)
         return (x, z, has), notes
 
