@@ -588,6 +588,21 @@ class XasTopo:
         ``materials[i].<field>``; the material's spectra must cover the element's window. A material is
         its spectra and, optionally, its ``formula`` or ``elements`` (a model that reads compositions
         answers from the composition alone too)."""
+        answered = await self.checked_results("infer", materials)
+        if not isinstance(answered, tuple):
+            return answered
+        inputs, results = answered
+        probs = [float(r["probability"]) for r in results]
+        unc = [None if r.get("uncertainty") is None else float(r["uncertainty"]) for r in results]
+        return PredictResponse(predictions=self.builder.predictions(inputs, probs, unc), model_name=self.builder.name,
+                               model_version=self.builder.version)
+
+    async def checked_results(self, method: str, materials: list[MaterialIn]) -> Any:
+        """The one request → model-answer path of ``/predict`` and ``/explain``: the model-dependent checks and
+        arrays (``InputBuilder.build``, off the event loop), the model service's ``method`` on them
+        (:meth:`model_results`), then ``(inputs, results)`` with every result finite; or the error answer to
+        return as it is: 422 naming the materials that failed a check or got no finite answer, 503 +
+        Retry-After when the model service cannot answer."""
         import anyio
         from starlette.responses import JSONResponse
 
@@ -595,16 +610,13 @@ class XasTopo:
         if inputs.errors:
             return JSONResponse(error_body([e.item() for e in inputs.errors]), status_code=422)
         try:
-            results = await self.model_outputs(inputs.valid_arrays())
+            results = await self.model_results(method, inputs.valid_arrays())
         except ModelUnavailable as exc:
             return unavailable(exc)
         bad = [i for i, r in zip(inputs.valid, results, strict=True) if r is None]
         if bad:
             return model_failed(bad)
-        probs = [float(r["probability"]) for r in results]
-        unc = [None if r.get("uncertainty") is None else float(r["uncertainty"]) for r in results]
-        return PredictResponse(predictions=self.builder.predictions(inputs, probs, unc), model_name=self.builder.name,
-                               model_version=self.builder.version)
+        return inputs, results
 
     async def model_results(self, method: str, arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
                             ) -> list[dict[str, Any] | None]:
@@ -647,7 +659,6 @@ class XasTopo:
         """Per-energy attributions of each material's prediction (``xastopo.explain``; method and
         settings in ``explain:`` of params.yaml), with the prediction itself. Same request, validation
         and errors as ``/predict``; at most ``explain.max_materials`` materials per request (422)."""
-        import anyio
         from starlette.responses import JSONResponse
 
         most = self.explain_settings.max_materials
@@ -655,16 +666,10 @@ class XasTopo:
             message = (f"too many materials for /explain ({len(materials)} > {most}, explain.max_materials): "
                        "each costs about 100 model runs per edge; split the request")
             return JSONResponse(error_body([error_item("materials", message)]), status_code=422)
-        inputs = await anyio.to_thread.run_sync(self.builder.build, materials)
-        if inputs.errors:
-            return JSONResponse(error_body([e.item() for e in inputs.errors]), status_code=422)
-        try:
-            raws = await self.model_attributions(inputs.valid_arrays())
-        except ModelUnavailable as exc:
-            return unavailable(exc)
-        bad = [i for i, r in zip(inputs.valid, raws, strict=True) if r is None]
-        if bad:
-            return model_failed(bad)
+        answered = await self.checked_results("explain", materials)
+        if not isinstance(answered, tuple):
+            return answered
+        inputs, raws = answered
         results = [Attributions.from_dict(r) for r in raws]
         return ExplainResponse(explanations=explanations(self.builder, inputs, results,
                                                          self.explain_settings.top_fraction),

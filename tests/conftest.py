@@ -11,6 +11,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 
+# the small real exported models and requests built from them (tests/model_fixtures.py), for every module
+pytest_plugins = ["model_fixtures"]
+
 # The pipeline defaults of params.yaml, repeated here so a test states what it runs with.
 EXCLUDE = ["He", "Ne", "Ar", "Kr", "Xe", "Pa"]
 TRAIN_SOURCES = ["omnixas_feff_raw", "omnixas_feff_processed", "veidt_mp", "feff10_sim"]

@@ -8,7 +8,6 @@ has the reference edges): nothing here reads git-ignored pipeline outputs, and n
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SHARED_DATA
 
 from xastopo.config import load_params
 from xastopo.data.measured import MeasuredError, read_measured
@@ -28,19 +28,13 @@ from xastopo.preprocessing.measured import MeasuredSettings, normalize_measured
 from xastopo.preprocessing.preprocessor import Preprocessor
 
 REPO = Path(__file__).resolve().parents[1]
-EXP = REPO.parent / "shared" / "data" / "experimental"
-SPECTRA = REPO.parent / "shared" / "data" / "spectra" / "site_spectra.parquet"
+EXP = SHARED_DATA / "experimental"  # the one ../shared/data path rule (tests/conftest.py); absent: fail, not skip
+SPECTRA = SHARED_DATA / "spectra" / "site_spectra.parquet"
 CU = EXP / "files/xaslib/Cu/Cu_Foil_rt_2016Foils.xdi"
 ZN = EXP / "files/xaslib/Zn/Chorover13BM_ZnC2O4_rt_03.xdi"
 
 # The real exported-model fixtures live with the integration tests; load them here by path (as
 # tests/test_predict_cli.py does; the model is built once per session under its base temp dir).
-_spec = importlib.util.spec_from_file_location("xastopo_integration_fixtures",
-                                               REPO / "tests" / "integration" / "conftest.py")
-_fx = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fx)
-split_records = _fx.split_records
-exported_any_model_dir = _fx.exported_any_model_dir
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ model card's limits (export), so the two cannot drift."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,6 @@ from xastopo.preprocessing.preprocessor import ElementWindow, Preprocessor
 REPO = Path(__file__).resolve().parents[1]
 
 # The real exported-model fixtures of the integration tests, loaded by path (as test_predict_cli does).
-_spec = importlib.util.spec_from_file_location("xastopo_integration_fixtures",
-                                               REPO / "tests" / "integration" / "conftest.py")
-_fx = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fx)
-split_records = _fx.split_records
-exported_any_model_dir = _fx.exported_any_model_dir
 
 
 @pytest.fixture()

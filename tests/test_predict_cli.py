@@ -10,7 +10,6 @@ session, ~40 s): marked slow.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -26,15 +25,6 @@ XASTOPO = Path(sys.executable).parent / "xastopo"
 
 # The real exported-model fixtures live with the integration tests; load them here by path (the
 # model itself is built once per session and reused under the session's base temp dir).
-_spec = importlib.util.spec_from_file_location("xastopo_integration_fixtures",
-                                               REPO_ROOT / "tests" / "integration" / "conftest.py")
-_fx = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fx)
-split_records = _fx.split_records
-exported_model_dir = _fx.exported_model_dir
-sample_request = _fx.sample_request
-sample_sites = _fx.sample_sites
-exported_any_model_dir = _fx.exported_any_model_dir
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""Integration fixtures: a real, small exported model (trained on the real labeled records) and
+"""Model fixtures (a pytest plugin, ``pytest_plugins`` of tests/conftest.py, so every test module shares one
+build per session): a real, small exported model (trained on the real labeled records) and
 real test-split spectra as a service request.
 
 The model is built without the DVC pipeline: split → fit the Preprocessor on train → featurize →
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 14
 EPOCHS = 4
 
