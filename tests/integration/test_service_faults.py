@@ -205,6 +205,30 @@ def test_slow_sender_gets_408_and_others_are_served(server: Server, one: dict, e
     assert BODY_TIMEOUT_S - 0.5 <= time.monotonic() - t0 < BODY_TIMEOUT_S + 10
 
 
+def test_slow_header_senders_do_not_hold_up_others(server: Server, one: dict, exported_model_dir: Path) -> None:
+    """Slowloris: 64 connections that send part of their headers and then nothing (uvicorn parses headers on
+    its event loop, so a half-sent header holds a socket, never a worker or the batcher); meanwhile valid
+    requests are answered correctly and promptly. Capping such connections is the reverse proxy's job
+    (serving/README.md)."""
+    held = []
+    for _ in range(64):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
+        held.append(s)
+    try:
+        ref = reference(exported_model_dir, {"materials": [one]})
+        for _ in range(5):
+            t0 = time.monotonic()
+            good = requests.post(f"{server.url}/predict", json={"materials": [one]}, timeout=60)
+            assert good.status_code == 200, good.text[:200]
+            assert_same(good.json()["predictions"], ref)
+            assert time.monotonic() - t0 < LATENCY_MARGIN_S + PARAMS["serving"]["max_latency_ms"] / 1000
+        assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
+    finally:
+        for s in held:
+            s.close()
+
+
 def test_valid_requests_still_answered_correctly_after_hostile_ones(server: Server, sample_request: dict,
                                                                      exported_model_dir: Path) -> None:
     for body, _, _ in hostile_bodies(sample_request["materials"][0]).values():
