@@ -36,15 +36,11 @@ RESULTS = ROOT / "benchmarks" / "results" / "uncertainty_methods.json"
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Rank AUROC (ties averaged); NaN when one class is absent."""
-    from scipy.stats import rankdata
+    """scikit-learn's ROC AUC; NaN when one class is absent (a bootstrap draw can miss the rare one)."""
+    from sklearn.metrics import roc_auc_score
 
     pos = positive.astype(bool)
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(score)
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return float(roc_auc_score(pos, score)) if 0 < pos.sum() < len(pos) else float("nan")
 
 
 def scores(p: np.ndarray, u: np.ndarray, y: np.ndarray, threshold: float) -> dict:
@@ -104,7 +100,7 @@ def main() -> None:
 
     hooks: dict[int, list] = {}
 
-    def fixed_masks(net, k: int | None) -> bool:
+    def fixed_masks(net, k: int | None) -> None:
         """Pass ``k`` of the servable variant: every dropout layer of ``net`` (in eval mode) multiplies by one
         fixed mask over its features, drawn from seed 14 + k and shared by every material, so an answer is
         reproducible and does not depend on its run-mates (an ONNX graph could hold the masks as constants);
@@ -112,7 +108,7 @@ def main() -> None:
         for h in hooks.pop(id(net), []):
             h.remove()
         if k is None:
-            return True
+            return
         gen = torch.Generator().manual_seed(14 + k)
 
         def hook(module, inputs, output):
@@ -122,7 +118,6 @@ def main() -> None:
             return output * module._mask
 
         hooks[id(net)] = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Dropout)]
-        return True
 
     result: dict = {"model": str(args.model_pt.relative_to(ROOT)), "threshold": threshold, "passes": args.passes,
                     "splits": {}}
@@ -154,10 +149,13 @@ def main() -> None:
         for net in ens.nets:
             net.eval()
         t0 = time.perf_counter()
-        runs = np.stack([calibrated(ens.nets[k % len(ens.nets)], t) if fixed_masks(ens.nets[k % len(ens.nets)], k)
-                         else None for k in range(args.passes)])
-        for net in ens.nets:
+        runs = []
+        for k in range(args.passes):
+            net = ens.nets[k % len(ens.nets)]
+            fixed_masks(net, k)
+            runs.append(calibrated(net, t))
             fixed_masks(net, None)
+        runs = np.stack(runs)
         p["ensemble_fixed_masks"], u["ensemble_fixed_masks"] = runs.mean(0), runs.std(0)
         cost["ensemble_fixed_masks"] = (args.passes, time.perf_counter() - t0)
         result["splits"][split] = {

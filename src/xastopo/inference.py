@@ -421,7 +421,7 @@ class Predictor(InputBuilder):
         Why materials are grouped before they are cut into runs: a run pads every material to its widest
         one, so with mixed widths most of a big run multiplies padding. Ordered by their number of absorbers
         (stable), each run pads to about its own width: at 4,096 materials in runs of 256 the CPU path did
-        ~1.6x the materials/s of one padded run (benchmarks/model_ort_vs_torch.py). A material's answer does
+        ~1.3x the materials/s of one padded run (benchmarks/model_ort_vs_torch.py). A material's answer does
         not depend on its run-mates (no batch statistics in the graph), so the answers are the same."""
         n = len(arrays)
         if n == 0:
