@@ -255,3 +255,31 @@ def test_any_edge_calibration_recovers_a_shift_and_the_ablation_views():
     assert view(a, mode="composition")["has_spectrum"].sum() == 0
     assert view(a, mode="spectra")["mask"].tolist() == [[0, 1, 0], [0, 0, 0]]
     assert view(a, np.array([1]), "both")["ids"].tolist() == ["b"]
+
+
+def test_any_edge_training_path_equals_the_exported_path(features):
+    """Training runs the spectral MLP only on rows with a spectrum; the exported (eval) graph runs it on
+    every row and masks. Same logits and same gradients on real spectra, with hidden spectra and
+    garbage in the padding (dropout 0, so the two modes differ only in that path)."""
+    from xastopo.models.nn import AnyEdgeNet
+
+    tr = features["train"]
+    x = torch.as_tensor(tr["X"][:64].copy())
+    z, m = torch.as_tensor(tr["Z"][:64]), torch.as_tensor(tr["mask"][:64])
+    x[m == 0] = torch.randn(int((m == 0).sum()), x.shape[-1])
+    gen = torch.Generator().manual_seed(0)
+    h = m * (torch.rand(m.shape, generator=gen) > 0.4).float()
+    assert 0 < h.sum() < m.sum()
+    torch.manual_seed(3)
+    net = AnyEdgeNet(n_points=x.shape[-1], type_embed=16, dropout=0.0)
+    out = {}
+    for mode in ("train", "eval"):
+        getattr(net, mode)()
+        net.zero_grad()
+        logit = net(x, z, m, h)
+        logit.square().sum().backward()
+        out[mode] = (logit.detach(), {k: p.grad.clone() for k, p in net.named_parameters()})
+    torch.testing.assert_close(out["train"][0], out["eval"][0], rtol=1e-5, atol=1e-6)
+    for k, g in out["eval"][1].items():
+        torch.testing.assert_close(out["train"][1][k], g, rtol=1e-4, atol=1e-6, msg=k)
+    assert out["eval"][1]["no_spectrum"].abs().sum() > 0 and out["eval"][1]["spectral.0.weight"].abs().sum() > 0

@@ -79,10 +79,28 @@ class AnyEdgeNet(XasTopoNet):
                 has_spectrum: torch.Tensor) -> torch.Tensor:
         """spectra [B, A, P], z [B, A] int64, mask [B, A], has_spectrum [B, A] → logits [B]."""
         t = self.type_weight(z) + self.type_bias
-        h = has_spectrum.unsqueeze(-1)
-        s = h * self.spectral(spectra) + (1.0 - h) * self.no_spectrum
-        feat = torch.einsum("bas,bat,ba->bst", s, t, mask).flatten(1)
+        s = self._sparse_spectral(spectra, mask, has_spectrum) if self.training else \
+            self._dense_spectral(spectra, has_spectrum)
+        # the outer product summed over absorbers as one batched matmul [B, S, A] @ [B, A, T]: an
+        # einsum over (s, t, mask) broadcasts a [B, S, T, A] product first, 3x the time of the step
+        feat = torch.bmm((s * mask.unsqueeze(-1)).transpose(1, 2), t).flatten(1)
         return self.head(feat).squeeze(-1)
+
+    def _dense_spectral(self, spectra: torch.Tensor, has_spectrum: torch.Tensor) -> torch.Tensor:
+        """Spectral features of every row, the "no spectrum" vector where there is none: plain tensor
+        ops with static shapes (the exported graph)."""
+        h = has_spectrum.unsqueeze(-1)
+        return h * self.spectral(spectra) + (1.0 - h) * self.no_spectrum
+
+    def _sparse_spectral(self, spectra: torch.Tensor, mask: torch.Tensor,
+                         has_spectrum: torch.Tensor) -> torch.Tensor:
+        """The same values, with the spectral MLP run only on the rows that have a spectrum (training:
+        ~0.5 % of absorber rows carry one, so the dense form spends most of a step on padding)."""
+        rows = (has_spectrum * mask).flatten().nonzero().squeeze(1)
+        width = self.no_spectrum.shape[0]
+        s = self.no_spectrum.expand(*has_spectrum.shape, width).reshape(-1, width)
+        s = s.index_copy(0, rows, self.spectral(spectra.reshape(-1, spectra.shape[-1])[rows]))
+        return s.view(*has_spectrum.shape, width)
 
 
 class CalibratedEnsemble(nn.Module):
