@@ -191,9 +191,10 @@ def composition_arrays(pre, rec: pd.DataFrame, formulas: dict[str, str]) -> dict
 
 @pytest.fixture(scope="session")
 def exported_any_model_dir(tmp_path_factory, split_records: pd.DataFrame, labels: pd.DataFrame) -> Path:
-    """``<basetemp>/xastopo_any_model/export``: a real small exported ``nn_any`` (one AnyEdgeNet member,
-    temperature 1) trained for a few epochs on the real train split, every element of each formula an
-    absorber, with random spectrum dropout so that has_spectrum 0 and 1 both occur. Beside it,
+    """``<basetemp>/xastopo_any_model/export``: a real small exported ``nn_any`` (two AnyEdgeNet members,
+    seeds differing, temperature 1, so the uncertainty is a real spread) trained for a few epochs on the
+    real train split, every element of each formula an absorber, with random spectrum dropout so that
+    has_spectrum 0 and 1 both occur. Beside it,
     ``test_arrays.npz`` holds the padded test split (with ``has``) for parity checks."""
     root = tmp_path_factory.getbasetemp() / "xastopo_any_model"
     out_dir = root / "export"
@@ -221,25 +222,27 @@ def build_any_export(root: Path, rec: pd.DataFrame, labels: pd.DataFrame) -> Pat
     formulas = dict(zip(labels["mp_id"], labels["formula"], strict=True))
     data = {s: composition_arrays(pre, rec[rec["split"] == s], formulas) for s in ("train", "val", "test")}
 
-    set_determinism(SEED, 2)
-    net = build_any_edge_net(ANY_BLOCK, pre.n_points)
     tr = {k: torch.as_tensor(v) for k, v in data["train"].items() if k != "ids"}
     y = tr["y"].float()
     pos = float((y == 0).sum() / max(float((y == 1).sum()), 1.0))
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(SEED)
-    for _ in range(ANY_EPOCHS):
-        net.train()
-        for idx in torch.randperm(len(y), generator=gen).split(64):
-            keep = (torch.rand(tr["has"][idx].shape, generator=gen) >= ANY_DROPOUT).float()
-            has = tr["has"][idx] * keep
-            x = tr["X"][idx] * has.unsqueeze(-1)  # a hidden spectrum's row is zeros, as at inference
-            opt.zero_grad()
-            loss_fn(net(x, tr["Z"][idx], tr["mask"][idx], has), y[idx]).backward()
-            opt.step()
-    net.eval()
-    model = CalibratedEnsemble([net], 1.0).eval()
+    nets = []
+    for seed in (SEED, SEED + 1):
+        set_determinism(seed, 2)
+        net = build_any_edge_net(ANY_BLOCK, pre.n_points)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(ANY_EPOCHS):
+            net.train()
+            for idx in torch.randperm(len(y), generator=gen).split(64):
+                keep = (torch.rand(tr["has"][idx].shape, generator=gen) >= ANY_DROPOUT).float()
+                has = tr["has"][idx] * keep
+                x = tr["X"][idx] * has.unsqueeze(-1)  # a hidden spectrum's row is zeros, as at inference
+                opt.zero_grad()
+                loss_fn(net(x, tr["Z"][idx], tr["mask"][idx], has), y[idx]).backward()
+                opt.step()
+        nets.append(net.eval())
+    model = CalibratedEnsemble(nets, 1.0).eval()
 
     def proba(d: dict) -> np.ndarray:
         with torch.no_grad():
@@ -249,7 +252,8 @@ def build_any_export(root: Path, rec: pd.DataFrame, labels: pd.DataFrame) -> Pat
     threshold = metrics.balanced_threshold(data["val"]["y"], proba(data["val"]))
     mdir = root / "models" / "nn_any"
     mdir.mkdir(parents=True)
-    torch.save({"config": ANY_BLOCK, "n_points": pre.n_points, "members": [net.state_dict()], "temperature": 1.0},
+    torch.save({"config": ANY_BLOCK, "n_points": pre.n_points, "members": [n.state_dict() for n in nets],
+                "temperature": 1.0},
                mdir / "model.pt")
     out_dir = root / "export"
     out_dir.mkdir()

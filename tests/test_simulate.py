@@ -259,3 +259,31 @@ def test_external_scheduler_gives_same_spectra(local_run, tmp_path):
     assert remote.cache_key == local.cache_key
     np.testing.assert_allclose(remote.energy, local.energy, rtol=0, atol=1e-9)
     np.testing.assert_allclose(remote.mu, local.mu, rtol=1e-6, atol=1e-7)
+
+
+def test_planner_value_mode_buys_most_value_per_cpu_second(tmp_path):
+    """A value per material (the uncertainty mode): only materials with a value are planned, the most
+    value per estimated CPU-second first, within the budget; the same budget without values plans the
+    default way (whole materials per CPU-hour, classes balanced)."""
+    import pandas as pd
+
+    from xastopo.simulate.planner import plan
+
+    cfg, raw = load_params(write_params(tmp_path))
+    out = tmp_path / "out"
+    cfg = {**cfg, "out_dir": str(out)}
+    meta = pd.read_parquet(STRUCTURES, columns=["mp_id", "n_sites"])
+    labels = pd.read_csv(raw / cfg["labels_csv"], usecols=["mp_id", "label"])
+    meta = meta.merge(labels[labels.label.isin(["topological", "trivial"])], on="mp_id")
+    small = meta[meta.n_sites <= 4].sort_values("mp_id").head(300)
+    rng = np.random.default_rng(0)
+    value = dict(zip(small.mp_id, rng.random(len(small)) * 0.01, strict=True))
+    big = small[small.n_sites == 4].mp_id.head(3).tolist()  # dearer cells, far more value
+    value.update({m: 1.0 for m in big})
+    p = plan(cfg, raw, out, budget_cpu_hours=0.1, value=value)
+    ids = [m.mp_id for m in p.materials]
+    assert set(big) <= set(ids) and set(ids) <= set(value)
+    assert p.total_seconds <= 0.1 * 3600 + 1e-6
+    assert len(big) < len(ids) < len(small)  # the budget binds
+    default = plan(cfg, raw, out, budget_cpu_hours=0.1)
+    assert not set(big) <= {m.mp_id for m in default.materials}

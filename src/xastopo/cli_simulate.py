@@ -70,6 +70,18 @@ def simulate(
             "planned for every labeled material that has one, first element first.",
         ),
     ] = None,
+    by_uncertainty: Annotated[
+        bool,
+        typer.Option(
+            "--by-uncertainty",
+            help="Planner: the labeled materials the served model is least sure of (its uncertainty from "
+            "the formula, per estimated CPU-second), instead of the most whole materials per CPU-hour.",
+        ),
+    ] = False,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option("--model-dir", help="Exported model for --by-uncertainty (default: serving.model_dir)."),
+    ] = None,
 ) -> None:
     """Simulate K-edge XANES (FEFF10) of every absorbing element of the selected or planned materials.
 
@@ -79,7 +91,7 @@ def simulate(
     try:
         summary = _simulate(
             materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run,
-            _parse_elements(elements),
+            _parse_elements(elements), _model_dir(model_dir) if by_uncertainty else None,
         )
     except (InputError, FileNotFoundError, ValueError, KeyError, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -101,7 +113,27 @@ def _parse_elements(spec: str | None) -> list[str] | None:
     return list(dict.fromkeys(els))
 
 
-def _select(materials, n_materials, budget, cfg, raw_dir, structures, out_dir, elements):
+def _model_dir(given: Path | None) -> Path:
+    """The exported model the uncertainty planner asks: ``--model-dir``, else ``serving.model_dir``."""
+    from .config import load_params
+
+    d = given if given is not None else Path(load_params()["serving"]["model_dir"])
+    if not (d / "model.onnx").is_file():
+        raise InputError(f"--model-dir: no exported model (model.onnx) in {d}; run `dvc repro export`")
+    return d
+
+
+def uncertainty_values(cfg, raw_dir, model_dir: Path) -> dict[str, float]:
+    """The served model's uncertainty of every labeled material with a structure, from its formula."""
+    import pandas as pd
+
+    from .screening import composition_uncertainty
+
+    meta = pd.read_parquet(raw_dir / cfg["structures"], columns=["mp_id", "formula_sum"])
+    return composition_uncertainty(model_dir, dict(zip(meta.mp_id, meta.formula_sum, strict=True)))
+
+
+def _select(materials, n_materials, budget, cfg, raw_dir, structures, out_dir, elements, model_dir=None):
     """(materials with their site jobs, skipped records, a one-line description): given ids or the plan."""
     from .simulate.pipeline import load_structures, prepare_materials
     from .simulate.planner import plan
@@ -121,14 +153,17 @@ def _select(materials, n_materials, budget, cfg, raw_dir, structures, out_dir, e
     else:
         if n_materials is None and budget is None:
             raise InputError("give --materials, --n-materials or --budget-cpu-hours")
-        p = plan(cfg, raw_dir, out_dir, n_materials=n_materials, budget_cpu_hours=budget, elements=elements)
+        value = uncertainty_values(cfg, raw_dir, model_dir) if model_dir is not None else None
+        p = plan(cfg, raw_dir, out_dir, n_materials=n_materials, budget_cpu_hours=budget, elements=elements,
+                 value=value)
         mats, skipped = p.materials, p.skipped
-        desc = p.describe()
+        desc = p.describe() + (" (by uncertainty)" if value is not None else "")
     return mats, skipped, desc
 
 
 def _simulate(
-    materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run, elements
+    materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run, elements,
+    model_dir=None,
 ):
     from .simulate.settings import load_params
 
@@ -142,7 +177,10 @@ def _simulate(
     if not structures.is_file():
         raise InputError(f"structures file not found: {structures}")
 
-    mats, skipped, desc = _select(materials, n_materials, budget, cfg, raw_dir, structures, out_dir, elements)
+    if model_dir is not None and materials:
+        raise InputError("--by-uncertainty plans materials: give --n-materials or --budget-cpu-hours, not --materials")
+    mats, skipped, desc = _select(materials, n_materials, budget, cfg, raw_dir, structures, out_dir, elements,
+                                  model_dir)
     typer.echo(desc, err=True)
     if dry_run:
         return {

@@ -87,6 +87,17 @@ def predict_materials(model_dir: str | Path, materials: Sequence[MaterialSites],
     return out
 
 
+def composition_uncertainty(model_dir: str | Path, formulas: dict[str, str], batch_size: int = 256) -> dict[str, float]:
+    """The served model's uncertainty (its ensemble's spread) of each material from its formula alone, by
+    material id: what the simulation planner's uncertainty mode spends CPU-hours on. Materials whose formula
+    the model cannot read are left out; a model without an uncertainty output is a ValueError."""
+    if not cached_predictor(model_dir).has_uncertainty:
+        raise ValueError(f"the model in {model_dir} has no uncertainty output (needs an ensemble, e.g. nn_any)")
+    materials = [MaterialSites(i, {}, formula=f) for i, f in formulas.items()]
+    return {a.material_id: float(a.uncertainty) for a in predict_materials(model_dir, materials, batch_size)
+            if isinstance(a, Prediction) and a.uncertainty is not None}
+
+
 def reduced_composition(formula: str) -> tuple[tuple[str, int], ...] | None:
     """A formula's element counts divided by their greatest common divisor ('Ta2As2' → (('As',1),('Ta',1))),
     None when it cannot be read or has fractional amounts: the key that matches a literature formula to

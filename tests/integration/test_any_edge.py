@@ -50,6 +50,7 @@ def test_onnx_matches_torch_ensemble(exported_any_model_dir: Path, any_predictor
             tp, tu = model(*(torch.as_tensor(a) for a in (x, d["Z"], d["mask"], has)))
         np.testing.assert_allclose(p, tp.numpy(), rtol=0, atol=1e-5)
         np.testing.assert_allclose(u, tu.numpy(), rtol=0, atol=1e-5)
+        assert np.median(u) > 1e-3  # two members: a real spread, not 0 == 0
         np.testing.assert_array_equal(any_predictor.predict_arrays(x, d["Z"], d["mask"], has), p)
     assert any_predictor.has_uncertainty and any_predictor.output_names == ["probability", "uncertainty"]
     # the export parity check's call (no has_spectrum): every present absorber has its spectrum
@@ -100,7 +101,7 @@ def test_answers(any_predictor, any_request: dict, cu_oxide: dict) -> None:
     assert cu.warnings == [w for w in cu_o.warnings if not w.startswith("O:")]
     assert old.elements_used == old.elements_with_spectrum == ["Cu"] and old.elements_by_type == []
     for p in preds:
-        assert p.uncertainty is not None and 0.0 <= p.uncertainty <= 0.5  # one member: 0
+        assert p.uncertainty is not None and 0.0 <= p.uncertainty <= 0.5  # two members: half their gap
         assert 0.0 <= p.probability_topological <= 1.0
         assert p.label == ("topological" if p.probability_topological >= any_predictor.threshold else "trivial")
     # chunked ONNX runs give the same answers
@@ -161,3 +162,42 @@ def test_spectra_models_unchanged(exported_model_dir: Path, any_request: dict, s
                                nn.predict_arrays(x, z, mask), rtol=0, atol=1e-7)
     with pytest.raises(InputError):
         nn.predict(parse_request({"materials": [mats[0]]}).materials)
+
+
+def test_simulation_planner_by_uncertainty(exported_any_model_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    """``xastopo simulate --by-uncertainty --dry-run`` on the real labels and structures with a real exported
+    ensemble: it plans the materials the model is least sure of from their formula (higher uncertainty than
+    the default plan on the same budget); bad uses are one line and exit 2."""
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+    import yaml
+
+    from xastopo.screening import composition_uncertainty
+
+    raw = shared_data
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"raw_dir": str(raw)}, "simulate": {"max_sites": 8}}))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "xastopo.cli_simulate", "--params", str(params), "--out",
+                               str(tmp_path / "out"), "--dry-run", *args], capture_output=True, text=True)
+
+    runs = {k: cli("--budget-cpu-hours", "0.5", *extra) for k, extra in
+            (("uncertainty", ("--by-uncertainty", "--model-dir", str(exported_any_model_dir))), ("default", ()))}
+    for r in runs.values():
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert "(by uncertainty)" in runs["uncertainty"].stderr
+    ids = {k: json.loads(r.stdout)["materials"] for k, r in runs.items()}
+    formulas = dict(pd.read_parquet(raw / "structures" / "structures.parquet", columns=["mp_id", "formula_sum"])
+                    .itertuples(index=False, name=None))
+    unc = composition_uncertainty(exported_any_model_dir, {i: formulas[i] for k in ids for i in ids[k]})
+    mean = {k: np.mean([unc[i] for i in v]) for k, v in ids.items()}
+    assert len(ids["uncertainty"]) >= 5 and mean["uncertainty"] > 2 * mean["default"], mean
+    for args, needle in ((("--by-uncertainty", "--n-materials", "3", "--model-dir", str(tmp_path)), "--model-dir"),
+                         (("--by-uncertainty", "--materials", "mp-149"), "--materials")):
+        r = cli(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr

@@ -4,6 +4,10 @@ covering elements, skipping what the shards and the cache already hold.
 Ranking: estimated CPU seconds of the sites left, divided by (1 + 0.5 × elements not yet covered)
 and by (1 + ``prefer_weight``) when the material has one of ``prefer_elements`` (the elements the
 shipped spectra train and test on, so simulations also feed the elements the model is judged on).
+
+With a ``value`` per material (the uncertainty mode: the served model's uncertainty, computed by the
+caller, which may import the model; this layer does not), the plan instead takes the materials with the
+most value per CPU-second of their sites left, greedily within the budget, classes unbalanced.
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ def cost_model(out: str | Path, cfg: dict[str, Any], meta: pd.DataFrame) -> tupl
 
 
 def _candidates(
-    cfg: dict[str, Any], raw_dir: Path, out: str | Path, elements: list[str] | None
+    cfg: dict[str, Any], raw_dir: Path, out: str | Path, elements: list[str] | None,
+    value: dict[str, float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """(labeled structures, plannable candidates, complete materials per class before this plan)."""
     labels = pd.read_csv(raw_dir / cfg["labels_csv"], usecols=["mp_id", "label"])
@@ -102,15 +107,24 @@ def _candidates(
     ok &= ~els.map(excl.intersection).astype(bool)
     if elements:
         ok &= els.map(set(elements).intersection).astype(bool)
+    if value is not None:
+        ok &= meta.mp_id.isin(set(value))
     return meta, meta[ok].copy(), counts_before
 
 
 def _shortlist(
-    cand: pd.DataFrame, cfg: dict[str, Any], k: int, elements: list[str] | None
+    cand: pd.DataFrame, cfg: dict[str, Any], k: int, elements: list[str] | None,
+    value: dict[str, float] | None = None, cost: tuple[float, float] = (1.0, 0.0),
 ) -> pd.DataFrame:
-    """The cheapest ``k`` cells per class, plus per preferred element group, so those are not crowded out."""
+    """The cheapest ``k`` cells per class, plus per preferred element group, so those are not crowded out;
+    with ``value``, the ``2k`` cells of most value per estimated second (every atom a unique site: the
+    sites are only known once the structure is read)."""
     rng = np.random.default_rng(int(cfg["seed"]))
     cand["tie"] = rng.random(len(cand))
+    if value is not None:
+        n = cand.n_sites.to_numpy(float)
+        cand["per_s"] = cand.mp_id.map(value).to_numpy(float) / (n * (cost[0] + cost[1] * n))
+        return cand.sort_values(["per_s", "tie"], ascending=[False, True]).head(2 * k).reset_index(drop=True)
     prefer = set(cfg.get("prefer_elements") or [])
     prefer_weight = float(cfg.get("prefer_weight", 0.0))
     by_size = cand.sort_values(["n_sites", "tie"])
@@ -187,6 +201,24 @@ def _choose(
     return chosen
 
 
+def _choose_by_value(
+    pool: dict[str, list[tuple[float, Material]]], value: dict[str, float], target: int, budget_s: float | None
+) -> list[Material]:
+    """Most value per estimated CPU-second first, until ``target`` materials or the budget (a material
+    that does not fit is passed over for cheaper ones, as long as something still fits)."""
+    ranked = sorted((t for c in CLASSES for t in pool[c]), key=lambda t: (-value[t[1].mp_id] / t[0], t[1].mp_id))
+    chosen: list[Material] = []
+    spent = 0.0
+    for cost, m in ranked:
+        if len(chosen) >= target:
+            break
+        if budget_s is not None and spent + cost > budget_s:
+            continue
+        chosen.append(m)
+        spent += cost
+    return chosen
+
+
 def plan(
     cfg: dict[str, Any],
     raw_dir: Path,
@@ -195,21 +227,24 @@ def plan(
     budget_cpu_hours: float | None = None,
     shortlist_factor: int = 3,
     elements: list[str] | None = None,
+    value: dict[str, float] | None = None,
 ) -> Plan:
     """Pick the next materials to simulate (see the module docstring for the ranking).
 
     With ``elements`` only those absorbing elements' sites are planned, for every labeled material
     that has one, in the order given (the first element's materials first), class-balanced.
+    With ``value`` (material id → value, e.g. the model's uncertainty) only materials that have one
+    are planned, most value per CPU-second first.
     """
     if n_materials is None and budget_cpu_hours is None:
         raise ValueError("give a material count or a CPU-hour budget")
-    meta, cand, counts_before = _candidates(cfg, raw_dir, out, elements)
+    meta, cand, counts_before = _candidates(cfg, raw_dir, out, elements, value)
     target = n_materials if n_materials is not None else 10**9
     c0, c1 = cost_model(out, cfg, meta)
     if budget_cpu_hours is not None:
         per_mat_min = c0 + c1 * max(1, int(cand.n_sites.min()) if len(cand) else 1)
         target = min(target, int(budget_cpu_hours * 3600 / per_mat_min) + 1)
-    short = _shortlist(cand, cfg, max(50, shortlist_factor * target), elements)
+    short = _shortlist(cand, cfg, max(50, shortlist_factor * target), elements, value, (c0, c1))
     from .pipeline import load_structures
     from .shards import shard_keys
 
@@ -230,7 +265,10 @@ def plan(
         for c in CLASSES:
             pool[c].sort(key=lambda t: rank(t[0], t[1], set()))
     budget_s = None if budget_cpu_hours is None else budget_cpu_hours * 3600.0
-    chosen = _choose(pool, dict(counts_before), target, budget_s, rank)
+    if value is not None:
+        chosen = _choose_by_value(pool, value, target, budget_s)
+    else:
+        chosen = _choose(pool, dict(counts_before), target, budget_s, rank)
     # cheapest first inside the plan so whole materials complete early (element order kept first)
     chosen.sort(key=lambda m: (rank(est[m.mp_id], m, set())[0], est[m.mp_id]))
     return Plan(
