@@ -287,3 +287,23 @@ def test_planner_value_mode_buys_most_value_per_cpu_second(tmp_path):
     assert len(big) < len(ids) < len(small)  # the budget binds
     default = plan(cfg, raw, out, budget_cpu_hours=0.1)
     assert not set(big) <= {m.mp_id for m in default.materials}
+
+
+def test_cli_records_labeled_materials_without_a_structure(tmp_path):
+    """A labeled material the data ships no structure for does not stop a list: it is recorded in the
+    manifest's skipped list with the reason (a warning line says so); the others are planned."""
+    import pandas as pd
+
+    params = write_params(tmp_path)
+    cfg, raw = load_params(params)
+    labeled = pd.read_csv(raw / cfg["labels_csv"], usecols=["mp_id"]).mp_id
+    have = set(pd.read_parquet(STRUCTURES, columns=["mp_id"]).mp_id)
+    withheld = sorted(set(labeled) - have)[0]
+    out = tmp_path / "out"
+    r = cli("--materials", f"{withheld},{SI}", "--dry-run", "--params", str(params), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["materials"] == [SI] and f"recorded as skipped: {withheld}" in r.stderr
+    r = cli("--materials", withheld, "--params", str(params), "--out", str(out), "--workers", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = [s for s in load_manifest(out)["skipped"] if s["mp_id"] == withheld]
+    assert rec and rec[0]["element"] == "*" and "no structure" in rec[0]["reason"]

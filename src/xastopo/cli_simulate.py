@@ -133,6 +133,24 @@ def uncertainty_values(cfg, raw_dir, model_dir: Path) -> dict[str, float]:
     return composition_uncertainty(model_dir, dict(zip(meta.mp_id, meta.formula_sum, strict=True)))
 
 
+def _withheld(missing: list[str], cfg, raw_dir: Path) -> list[dict[str, str]]:
+    """Skip records for labeled materials without a structure (the data withholds some), so a list of
+    materials still runs and the manifest says why those were not computed; an id that is neither in
+    the structures nor in the labels is an InputError."""
+    if not missing:
+        return []
+    import pandas as pd
+
+    labeled = set(pd.read_csv(raw_dir / cfg["labels_csv"], usecols=["mp_id"]).mp_id)
+    unknown = [m for m in missing if m not in labeled]
+    if unknown:
+        raise InputError(f"no structure for: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+    typer.echo(f"warning: {len(missing)} labeled material(s) without a structure, recorded as skipped: "
+               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", err=True)
+    return [{"mp_id": m, "element": "*", "reason": "labeled, but no structure in the structures file (withheld)"}
+            for m in missing]
+
+
 def _select(materials, n_materials, budget, cfg, raw_dir, structures, out_dir, elements, model_dir=None):
     """(materials with their site jobs, skipped records, a one-line description): given ids or the plan."""
     from .simulate.pipeline import load_structures, prepare_materials
@@ -141,12 +159,9 @@ def _select(materials, n_materials, budget, cfg, raw_dir, structures, out_dir, e
     if materials:
         ids = _parse_materials(materials)
         df = load_structures(structures, ids)
-        missing = sorted(set(ids) - set(df.mp_id))
-        if missing:
-            raise InputError(
-                f"no structure for: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-            )
+        withheld = _withheld(sorted(set(ids) - set(df.mp_id)), cfg, raw_dir)
         mats, skipped = prepare_materials(dict(zip(df.mp_id, df.cif, strict=True)), cfg, only_elements=elements)
+        skipped = withheld + skipped
         if n_materials:
             mats = mats[: int(n_materials)]
         desc = f"{len(mats)} given materials"
