@@ -102,12 +102,12 @@ def main() -> None:
     rows = [describe(k, p, answers, formulas) for k, p in plans.items()]
     overlap = len(set(rows[0]["ids"]) & set(rows[1]["ids"]))
     res = {"budget_cpu_hours": args.budget_cpu_hours, "out": str(out), "model_dir": str(model_dir),
-           "labeled_materials_scored": len(value), "scoring_seconds": round(t_value, 1),
+           "materials_scored": len(value), "scoring_seconds": round(t_value, 1),
            "overlap_materials": overlap, "plans": rows}
     RESULTS.write_text(json.dumps(res, indent=1) + "\n")
     keys = ["materials", "sites", "estimated_cpu_hours", "topological", "with_a_test_element", "mean_uncertainty",
             "uncertainty_per_cpu_hour", "mean_margin", "error_rate", "wrong_per_cpu_hour"]
-    print(f"budget {args.budget_cpu_hours} CPU-h; {len(value)} labeled materials scored in {t_value:.0f} s; "
+    print(f"budget {args.budget_cpu_hours} CPU-h; {len(value)} materials with a structure scored in {t_value:.0f} s; "
           f"{overlap} materials in both plans")
     for r in rows:
         ci = r["error_rate_ci"]
