@@ -351,3 +351,13 @@ def test_incomplete_simulated_material_dropped(simulated_rows, labels, assemble_
     # without the rule (no required elements given) the incomplete materials would train
     loose, _, _, _ = assemble(cut, labels, {}, **assemble_kwargs())
     assert {a, b} <= set(loose["mp_id"])
+    # keep_partial: the same materials come back marked incomplete, with only their whole elements
+    kp, _, _, rep3 = assemble(cut, labels, {}, **kw, keep_partial=True)
+    assert rep3["materials"] == rep2["materials"]  # the report counts the complete materials only
+    whole = kp[kp["complete"]]
+    assert set(whole["mp_id"]) == set(part["mp_id"])
+    partial = kp[~kp["complete"]]
+    assert {a, b} <= set(partial["mp_id"]) and el_a not in set(partial.loc[partial["mp_id"] == a,
+                                                                           "absorbing_element"])
+    assert (partial["n_classes_present"] >= partial["n_classes_total"]).all()
+    assert set(partial["absorbing_element"][partial["mp_id"] == a]) == kept[a] - {el_a}

@@ -37,11 +37,14 @@ def assemble(
     simulated_sources: list[str] | None = None,
     simulated_required_elements: dict[str, set[str]] | None = None,
     white_line: WhiteLineRule | None = None,
+    keep_partial: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Return (labeled records, unlabeled records, experimental rows, report).
 
     Materials made only of ``simulated_sources`` records must have every element in
-    ``simulated_required_elements[mp_id]`` with all its unique sites, or they are dropped.
+    ``simulated_required_elements[mp_id]`` with all its unique sites, or they are dropped; with
+    ``keep_partial`` their labeled records stay, marked False in a ``complete`` column (True for every
+    other record): the model that reads any subset of edges trains on them, the paper's families not.
     """
     drop: Counter = Counter()
     experimental, s = select_sites(sites, exclude_elements, train_sources, drop)
@@ -50,9 +53,13 @@ def assemble(
     rec, stats = build_records(s, equivalence)
     drop["symmetry_equivalent_duplicate_site"] = stats.pop("symmetry_duplicates")
     n_incomplete = 0
+    partial = rec.iloc[:0]
     if simulated_sources:
-        rec, incomplete = drop_incomplete_simulated(rec, simulated_required_elements or {}, simulated_sources)
-        n_incomplete = len(incomplete)
+        kept, incomplete = drop_incomplete_simulated(rec, simulated_required_elements or {}, simulated_sources)
+        if keep_partial:  # of the incomplete materials, the elements with every unique site
+            whole = (rec["n_classes_total"] > 0) & (rec["n_classes_present"] >= rec["n_classes_total"])
+            partial = rec[rec["mp_id"].isin(incomplete) & whole]
+        rec, n_incomplete = kept, len(incomplete)
     labeled, unlabeled, label_drops = join_labels(rec, labels)
     report = {
         "site_rows_dropped": dict(sorted(drop.items())),
@@ -67,6 +74,9 @@ def assemble(
         },
         "materials": material_counts(labeled, unlabeled, simulated_sources or []),
     }
+    if keep_partial:
+        labeled = pd.concat([labeled.assign(complete=True), join_labels(partial, labels)[0].assign(complete=False)],
+                            ignore_index=True)
     return labeled, unlabeled, experimental, report
 
 

@@ -88,7 +88,11 @@ def main() -> None:
         simulated_sources=SIMULATED,
         simulated_required_elements=required_elements(params, sites),
         white_line=WhiteLineRule.from_params(params),
+        keep_partial=True,
     )
+    partial = labeled[~labeled.pop("complete")]
+    labeled = labeled[~labeled["mp_id"].isin(partial["mp_id"])]
+    report["materials"]["simulated_partial_for_any_edge"] = int(partial["mp_id"].nunique())
     # every source, measured ones too: they hold the real glitches (the rule applies only to its sources)
     report["unphysical_rule"] = unphysical_summary(
         sites, float(a["max_negative_jump"]), float(get(params, "featurize.post_edge_ev")),
@@ -97,6 +101,7 @@ def main() -> None:
     report["structures_used_for_multiplicity"] = len(eq)
     out = Path("data/interim")
     labeled.to_parquet(out / "materials.parquet", index=False)
+    partial.to_parquet(out / "partial_simulated.parquet", index=False)
     unlabeled.to_parquet(out / "unlabeled.parquet", index=False)
     experimental.to_parquet(out / "experimental.parquet", index=False)
     write_json("reports/assemble_quality.json", report)
