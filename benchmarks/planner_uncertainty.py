@@ -47,17 +47,22 @@ def boot_mean(x: np.ndarray, n_boot: int = 2000, seed: int = 0) -> list[float]:
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def describe(name: str, p, answers: dict, formulas: dict) -> dict:
-    """What a plan buys in the model's own terms, with intervals."""
+def describe(name: str, p, answers: dict, formulas: dict, split: dict[str, str]) -> dict:
+    """What a plan buys in the model's own terms, with intervals (materials the model cannot read from
+    their formula are counted apart). The error rate is also given on the plan's validation and test
+    materials alone: the model trained on the others' labels."""
     from xastopo.simulate.inputs import formula_elements
 
-    ids = [m.mp_id for m in p.materials]
+    unread = [m.mp_id for m in p.materials if m.mp_id not in answers]
+    ids = [m.mp_id for m in p.materials if m.mp_id in answers]
+    held = np.array([split.get(i) in ("val", "test") for i in ids])
     unc = np.array([answers[i].uncertainty for i in ids])
     prob = np.array([answers[i].probability_topological for i in ids])
     wrong = np.array([answers[i].label != p.labels[i] for i in ids])
     hours = p.total_seconds / 3600
     return {
-        "plan": name, "materials": len(ids), "sites": sum(len(m.jobs) for m in p.materials),
+        "plan": name, "materials": len(p.materials), "unread_formula": len(unread),
+        "sites": sum(len(m.jobs) for m in p.materials),
         "estimated_cpu_hours": round(hours, 3),
         "topological": sum(p.labels[i] == "topological" for i in ids),
         "with_a_test_element": sum(bool(formula_elements(formulas[i]) & TEST_ELEMENTS) for i in ids),
@@ -67,6 +72,8 @@ def describe(name: str, p, answers: dict, formulas: dict) -> dict:
         "wrong": int(wrong.sum()), "error_rate": float(wrong.mean()),
         "error_rate_ci": wilson(int(wrong.sum()), len(ids)),
         "wrong_per_cpu_hour": float(wrong.sum() / hours),
+        "heldout_materials": int(held.sum()), "heldout_error_rate": float(wrong[held].mean()) if held.any() else None,
+        "heldout_error_rate_ci": wilson(int(wrong[held].sum()), int(held.sum())),
         "ids": ids,
     }
 
@@ -81,7 +88,7 @@ def main() -> None:
 
     from xastopo.cli_simulate import uncertainty_values
     from xastopo.config import load_params
-    from xastopo.inference import MaterialSites
+    from xastopo.inference import InputError, MaterialSites
     from xastopo.screening import predict_materials
     from xastopo.simulate.planner import plan
     from xastopo.simulate.settings import load_params as simulate_params
@@ -98,15 +105,19 @@ def main() -> None:
     formulas = dict(zip(meta.mp_id, meta.formula_sum, strict=True))
     ids = sorted({m.mp_id for p in plans.values() for m in p.materials})
     answers = {a.material_id: a for a in predict_materials(model_dir, [MaterialSites(i, {}, formula=formulas[i])
-                                                                      for i in ids])}
-    rows = [describe(k, p, answers, formulas) for k, p in plans.items()]
+                                                                      for i in ids])
+               if not isinstance(a, InputError)}
+    split = dict(pd.read_csv(ROOT / "data" / "interim" / "split.csv", usecols=["mp_id", "split"])
+                 .itertuples(index=False, name=None))
+    rows = [describe(k, p, answers, formulas, split) for k, p in plans.items()]
     overlap = len(set(rows[0]["ids"]) & set(rows[1]["ids"]))
     res = {"budget_cpu_hours": args.budget_cpu_hours, "out": str(out), "model_dir": str(model_dir),
            "materials_scored": len(value), "scoring_seconds": round(t_value, 1),
            "overlap_materials": overlap, "plans": rows}
     RESULTS.write_text(json.dumps(res, indent=1) + "\n")
     keys = ["materials", "sites", "estimated_cpu_hours", "topological", "with_a_test_element", "mean_uncertainty",
-            "uncertainty_per_cpu_hour", "mean_margin", "error_rate", "wrong_per_cpu_hour"]
+            "uncertainty_per_cpu_hour", "mean_margin", "error_rate", "wrong_per_cpu_hour", "heldout_materials",
+            "heldout_error_rate"]
     print(f"budget {args.budget_cpu_hours} CPU-h; {len(value)} materials with a structure scored in {t_value:.0f} s; "
           f"{overlap} materials in both plans")
     for r in rows:

@@ -357,6 +357,7 @@ def test_incomplete_simulated_material_dropped(simulated_rows, labels, assemble_
     whole = kp[kp["complete"]]
     assert set(whole["mp_id"]) == set(part["mp_id"])
     partial = kp[~kp["complete"]]
+    assert not set(partial["mp_id"]) & set(whole["mp_id"])  # a material is complete or partial, never both
     assert {a, b} <= set(partial["mp_id"]) and el_a not in set(partial.loc[partial["mp_id"] == a,
                                                                            "absorbing_element"])
     assert (partial["n_classes_present"] >= partial["n_classes_total"]).all()

@@ -89,9 +89,14 @@ def simulate(
     resumes from the per-site cache in OUT/cache.
     """
     try:
+        if model_dir is not None and not by_uncertainty:
+            raise InputError("--model-dir is the model --by-uncertainty asks; give --by-uncertainty too")
+        if by_uncertainty and materials:
+            raise InputError("--by-uncertainty plans materials: give --n-materials or --budget-cpu-hours, "
+                             "not --materials")
         summary = _simulate(
             materials, n_materials, budget_cpu_hours, scheduler, workers, params, out, retry_failed, dry_run,
-            _parse_elements(elements), _model_dir(model_dir) if by_uncertainty else None,
+            _parse_elements(elements), _model_dir(model_dir, params) if by_uncertainty else None,
         )
     except (InputError, FileNotFoundError, ValueError, KeyError, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -113,24 +118,39 @@ def _parse_elements(spec: str | None) -> list[str] | None:
     return list(dict.fromkeys(els))
 
 
-def _model_dir(given: Path | None) -> Path:
-    """The exported model the uncertainty planner asks: ``--model-dir``, else ``serving.model_dir``."""
-    from .config import load_params
+def _model_dir(given: Path | None, params: Path | None) -> Path:
+    """The exported model the uncertainty planner asks: ``--model-dir``, else the service's rule
+    (``$XASTOPO_MODEL_DIR``, else ``serving.model_dir`` of ``--params`` when it has one, else of the
+    project's params)."""
+    from . import config
 
-    d = given if given is not None else Path(load_params()["serving"]["model_dir"])
+    if given is not None:
+        d = given
+    else:
+        p = config.load_params(params) if params is not None else config.load_params()
+        d = config.model_dir(p if "serving" in p else config.load_params(config.PROJECT_ROOT / "params.yaml"))
     if not (d / "model.onnx").is_file():
         raise InputError(f"--model-dir: no exported model (model.onnx) in {d}; run `dvc repro export`")
     return d
 
 
 def uncertainty_values(cfg, raw_dir, model_dir: Path) -> dict[str, float]:
-    """The served model's uncertainty of every labeled material with a structure, from its formula."""
+    """The served model's uncertainty of every labeled material with a structure, from its formula; a model
+    folder that cannot be loaded or run is an InputError naming it."""
     import pandas as pd
 
+    from .inference import ArtifactError
     from .screening import composition_uncertainty
 
+    labeled = set(pd.read_csv(raw_dir / cfg["labels_csv"], usecols=["mp_id"]).mp_id)
     meta = pd.read_parquet(raw_dir / cfg["structures"], columns=["mp_id", "formula_sum"])
-    return composition_uncertainty(model_dir, dict(zip(meta.mp_id, meta.formula_sum, strict=True)))
+    meta = meta[meta["mp_id"].isin(labeled)]
+    try:
+        return composition_uncertainty(model_dir, dict(zip(meta.mp_id, meta.formula_sum, strict=True)))
+    except ArtifactError as exc:
+        raise InputError(f"--model-dir {model_dir}: {exc}") from None
+    except RuntimeError as exc:  # ONNX Runtime failures (a graph that does not run)
+        raise InputError(f"--model-dir {model_dir}: the model does not run: {str(exc).splitlines()[0]}") from None
 
 
 def _withheld(missing: list[str], cfg, raw_dir: Path) -> list[dict[str, str]]:
@@ -192,8 +212,6 @@ def _simulate(
     if not structures.is_file():
         raise InputError(f"structures file not found: {structures}")
 
-    if model_dir is not None and materials:
-        raise InputError("--by-uncertainty plans materials: give --n-materials or --budget-cpu-hours, not --materials")
     mats, skipped, desc = _select(materials, n_materials, budget, cfg, raw_dir, structures, out_dir, elements,
                                   model_dir)
     typer.echo(desc, err=True)

@@ -194,10 +194,11 @@ def test_simulation_planner_by_uncertainty(exported_any_model_dir: Path, shared_
     formulas = dict(pd.read_parquet(raw / "structures" / "structures.parquet", columns=["mp_id", "formula_sum"])
                     .itertuples(index=False, name=None))
     unc = composition_uncertainty(exported_any_model_dir, {i: formulas[i] for k in ids for i in ids[k]})
-    mean = {k: np.mean([unc[i] for i in v]) for k, v in ids.items()}
+    mean = {k: np.mean([unc[i] for i in v if i in unc]) for k, v in ids.items()}
     assert len(ids["uncertainty"]) >= 5 and mean["uncertainty"] > 2 * mean["default"], mean
     for args, needle in ((("--by-uncertainty", "--n-materials", "3", "--model-dir", str(tmp_path)), "--model-dir"),
-                         (("--by-uncertainty", "--materials", "mp-149"), "--materials")):
+                         (("--by-uncertainty", "--materials", "mp-149"), "--materials"),
+                         (("--model-dir", str(exported_any_model_dir), "--n-materials", "3"), "--by-uncertainty")):
         r = cli(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
         assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr

@@ -205,7 +205,8 @@ def _choose_by_value(
     pool: dict[str, list[tuple[float, Material]]], value: dict[str, float], target: int, budget_s: float | None
 ) -> list[Material]:
     """Most value per estimated CPU-second first, until ``target`` materials or the budget (a material
-    that does not fit is passed over for cheaper ones, as long as something still fits)."""
+    that does not fit is passed over for cheaper ones; as in the default plan, a budget smaller than every
+    material still plans the best-ranked one)."""
     ranked = sorted((t for c in CLASSES for t in pool[c]), key=lambda t: (-value[t[1].mp_id] / t[0], t[1].mp_id))
     chosen: list[Material] = []
     spent = 0.0
@@ -216,6 +217,8 @@ def _choose_by_value(
             continue
         chosen.append(m)
         spent += cost
+    if not chosen and ranked and target > 0:
+        chosen.append(ranked[0][1])
     return chosen
 
 
