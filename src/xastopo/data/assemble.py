@@ -57,8 +57,7 @@ def assemble(
     if simulated_sources:
         kept, incomplete = drop_incomplete_simulated(rec, simulated_required_elements or {}, simulated_sources)
         if keep_partial:  # of the incomplete materials, the elements with every unique site
-            whole = (rec["n_classes_total"] > 0) & (rec["n_classes_present"] >= rec["n_classes_total"])
-            partial = rec[rec["mp_id"].isin(incomplete) & whole]
+            partial = rec[rec["mp_id"].isin(incomplete) & every_site_present(rec)]
         rec, n_incomplete = kept, len(incomplete)
     labeled, unlabeled, label_drops = join_labels(rec, labels)
     report = {
@@ -238,6 +237,11 @@ def only_from(sources: pd.Series, allowed: list[str]) -> pd.Series:
     return sources.map(lambda s: set(s) <= set(allowed))
 
 
+def every_site_present(records: pd.DataFrame) -> pd.Series:
+    """Per record: does it hold a spectrum for every symmetry-unique site of its element?"""
+    return (records["n_classes_total"] > 0) & (records["n_classes_present"] >= records["n_classes_total"])
+
+
 def drop_incomplete_simulated(
     records: pd.DataFrame, required: dict[str, set[str]], simulated_sources: list[str]
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -251,7 +255,6 @@ def drop_incomplete_simulated(
     dropped = []
     for mp, g in records[only_sim].groupby("mp_id"):
         need = required.get(mp)
-        whole = (g["n_classes_total"] > 0) & (g["n_classes_present"] >= g["n_classes_total"])
-        if need is None or not need <= set(g["absorbing_element"]) or not whole.all():
+        if need is None or not need <= set(g["absorbing_element"]) or not every_site_present(g).all():
             dropped.append(mp)
     return records[~records["mp_id"].isin(dropped)].reset_index(drop=True), sorted(dropped)

@@ -90,8 +90,8 @@ def main() -> None:
         white_line=WhiteLineRule.from_params(params),
         keep_partial=True,
     )
-    partial = labeled[~labeled.pop("complete")]
-    labeled = labeled[~labeled["mp_id"].isin(partial["mp_id"])]
+    complete = labeled.pop("complete")
+    partial, labeled = labeled[~complete], labeled[complete]
     report["materials"]["simulated_partial_for_any_edge"] = int(partial["mp_id"].nunique())
     # every source, measured ones too: they hold the real glitches (the rule applies only to its sources)
     report["unphysical_rule"] = unphysical_summary(
