@@ -90,3 +90,35 @@ def test_json_depth_across_chunks() -> None:
     assert json_depth(body, 4) == 4 and json_depth(body, 3) > 3
     deep = b"[" * 40 + b" " * DEPTH_CHUNK + b"]" * 40
     assert json_depth(deep, 10) > 10 and json_depth(deep, 40) <= 40
+
+
+@pytest.mark.parametrize(("where", "value", "fragment"), [
+    ("mu", float("nan"), "mu: contains NaN or infinite values (first at index 7)"),
+    ("energy", float("inf"), "energy: contains NaN or infinite values (first at index 7)"),
+    ("energy", 0.0, "energy must be strictly increasing (index 7:"),
+])
+def test_spectrum_checks_name_the_first_bad_point(good_body: dict, where: str, value: float, fragment: str) -> None:
+    """The schema's whole-list fast checks (a C-level sum, a C-level comparison) still name the first bad
+    index of a real spectrum, as the per-value loops they replaced did."""
+    from pydantic import ValidationError
+
+    from xastopo.schema import parse_request_json, request_errors
+
+    body = json.loads(json.dumps(good_body))
+    spec = body["materials"][0]["spectra"][0]
+    spec[where][7] = value
+    with pytest.raises(ValidationError) as exc:
+        parse_request_json(json.dumps(body).encode())
+    line = " ".join(f"{e['loc']}: {e['message']}" for e in request_errors(exc.value))
+    assert fragment in line, line
+
+
+def test_finite_values_whose_sum_overflows_are_accepted(good_body: dict) -> None:
+    """Finite values can overflow the fast check's sum: the list must still pass (and parse unchanged)."""
+    from xastopo.schema import parse_request_json
+
+    body = json.loads(json.dumps(good_body))
+    spec = body["materials"][0]["spectra"][0]
+    spec["mu"] = [1e308] * len(spec["mu"])
+    req = parse_request_json(json.dumps(body).encode())
+    assert req.materials[0].spectra[0].mu == spec["mu"]

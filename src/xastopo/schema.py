@@ -20,7 +20,9 @@ validation context by :func:`parse_request`. Validated without a context, a requ
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any, Literal
 
 import numpy as np
@@ -68,19 +70,23 @@ class SpectrumIn(BaseModel):
         most = _limit(info, "max_points")
         if most is not None and len(v) > most:
             raise ValueError(f"too many points ({len(v)} > {most})")
-        bad = [i for i, x in enumerate(v) if not math.isfinite(x)]
-        if bad:
-            raise ValueError(f"contains NaN or infinite values (first at index {bad[0]})")
+        # One C-level sum decides for every valid list (a NaN or an infinity makes it non-finite); only then
+        # is the first bad index looked for (finite values can also overflow the sum: then none is found and
+        # the list passes). A per-value Python loop here was ~40 % of parsing a request body.
+        if not math.isfinite(sum(v)):
+            bad = next((i for i, x in enumerate(v) if not math.isfinite(x)), None)
+            if bad is not None:
+                raise ValueError(f"contains NaN or infinite values (first at index {bad})")
         return v
 
     @model_validator(mode="after")
     def _consistent(self) -> SpectrumIn:
         if len(self.energy) != len(self.mu):
             raise ValueError(f"energy has {len(self.energy)} points but mu has {len(self.mu)}")
-        for i in range(1, len(self.energy)):
-            if self.energy[i] <= self.energy[i - 1]:
-                raise ValueError(f"energy must be strictly increasing (index {i}: {self.energy[i]} after "
-                                 f"{self.energy[i - 1]})")
+        e = self.energy
+        if not all(map(operator.lt, e, islice(e, 1, None))):  # C loops; the index only for the error
+            i = next(i for i in range(1, len(e)) if e[i] <= e[i - 1])
+            raise ValueError(f"energy must be strictly increasing (index {i}: {e[i]} after {e[i - 1]})")
         return self
 
 
