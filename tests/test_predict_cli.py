@@ -221,6 +221,36 @@ def test_two_halves(exported_model_dir: Path, sample_request: dict) -> None:
         [p.model_dump(exclude={"probability_topological"}) for p in whole]
 
 
+def test_batch_build_is_one_material_at_a_time(exported_model_dir: Path, exported_any_model_dir: Path,
+                                               sample_request: dict, any_request: dict) -> None:
+    """``InputBuilder.build`` transforms the computed spectra per element for the whole batch
+    (``Preprocessor.transform_many``): every material's arrays are bit for bit those it gets alone
+    (``material_inputs``), with bad materials among them, for both feature kinds."""
+    from xastopo.inference import InputBuilder, InputError
+    from xastopo.schema import PredictRequest
+
+    good = next(m for m in sample_request["materials"] if [s["element"] for s in m["spectra"]] == ["Cu"])
+    bad = [_bad_json(good)[k][0]["materials"][1] for k in ("window", "no_statistics")]
+    for model_dir, body in ((exported_model_dir, sample_request), (exported_any_model_dir, any_request)):
+        builder = InputBuilder(model_dir)
+        mats = PredictRequest.model_validate({"materials": [*bad[:1], *body["materials"], *bad[1:]]}).materials
+        inputs = builder.build(mats)
+        failed = []
+        for i, m in enumerate(mats):
+            try:
+                arrays, notes = builder.material_inputs(i, m)
+            except InputError as exc:
+                assert inputs.arrays[i] is None
+                failed.append(exc.item())
+                continue
+            assert inputs.notes[i] == notes
+            for got, alone in zip(inputs.arrays[i], arrays, strict=True):
+                assert got.dtype == alone.dtype
+                np.testing.assert_array_equal(got, alone)
+        assert [e.item() for e in inputs.errors] == failed and failed  # the window error at least
+        assert len(inputs.valid) == len(mats) - len(failed) >= len(body["materials"])
+
+
 def test_params_file_places_the_model(tmp_path: Path, exported_model_dir: Path, sample_request: dict) -> None:
     """--params elsewhere: its relative serving.model_dir is taken from the params file's folder."""
     import shutil

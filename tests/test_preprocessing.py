@@ -342,3 +342,32 @@ def test_unknown_and_unsupported_elements():
     with pytest.raises(SpectrumError) as ei:
         pre.grid("Fe")
     assert ei.value.reason == "element_not_supported" and "Cu" in str(ei.value)
+
+
+def test_transform_many_is_transform_bit_for_bit_whatever_the_batch(split_records):
+    """The batched path (one vectorized normalization per element for many materials, the service's
+    ``InputBuilder.build``) gives exactly the numbers of one material at a time, whatever a material's
+    run-mates, and each failing material its own error (first failing site, in site order), on real
+    multi-site records and real spectra made bad."""
+    train = split_records[split_records["split"] == "train"]
+    pre = params_pre().fit([(r.absorbing_element, record_sites(r)) for r in train.itertuples(index=False)])
+    cu = [record_sites(r) for r in split_records[split_records["absorbing_element"] == "Cu"].itertuples(index=False)]
+    assert any(len(s) > 1 for s in cu)  # multi-site records are in the batch, or the weighting is untested
+    e0, m0, w0 = cu[0][0]
+    flat = [(e0, np.full(len(m0), 2.0), w0)]                       # no rising edge (normalization fails)
+    short = [(e0[:5], m0[:5], w0)]                                 # validation fails
+    late = [cu[1][0], (e0, np.full(len(m0), 2.0), w0)]             # the second site fails
+    weightless = [(e0, m0, 0.0)]
+    batch = [*cu[:5], flat, cu[5], short, late, weightless, *cu[6:]]
+    rows, errors = pre.transform_many("Cu", batch)
+    for j, sites in enumerate(batch):
+        try:
+            alone = pre.transform("Cu", sites)
+        except SpectrumError as exc:
+            assert errors[j] is not None and (errors[j].reason, str(errors[j])) == (exc.reason, str(exc)), j
+            continue
+        assert errors[j] is None, j
+        np.testing.assert_array_equal(rows[j], alone)
+        np.testing.assert_array_equal(pre.transform_many("Cu", [sites])[0][0], alone)  # alone in a batch
+    assert [e.reason if e else None for e in errors[5:10]] == [
+        "no_edge_step", None, "too_few_points", "no_edge_step", "bad_weight"]

@@ -233,12 +233,14 @@ class InputBuilder:
         """(X, Z, has) of one material; raises InputError naming the field."""
         return self.material_inputs(index, material)[0]
 
-    def material_inputs(self, index: int, material: MaterialIn | MaterialSites) -> tuple[Arrays, list[str]]:
-        """((X, Z, has), warnings) of one material; raises InputError naming the field."""
+    def material_inputs(self, index: int, material: MaterialIn | MaterialSites,
+                        done: dict[str, np.ndarray] | None = None) -> tuple[Arrays, list[str]]:
+        """((X, Z, has), warnings) of one material; raises InputError naming the field. ``done``: its
+        elements already transformed in a batch (:meth:`build`); the others are transformed here."""
         m = material if isinstance(material, MaterialSites) else MaterialSites.from_request(material)
         composition = m.composition(index)
         if not self.reads_composition:
-            return self._spectra_arrays(index, m), []
+            return self._spectra_arrays(index, m, done), []
         notes: list[str] = []
         has = np.zeros(len(composition), dtype=np.float32)
         x = np.zeros((len(composition), self.preprocessor.n_points), dtype=np.float32)  # by type: zeros
@@ -246,21 +248,21 @@ class InputBuilder:
             if el in m.spectra:
                 sites = self._sites(index, m, el)  # measured: checked and normalized even if read by type
                 if el in self.preprocessor.elements:
-                    x[a] = self._transform(index, m, el, sites)
+                    x[a] = done[el] if done is not None and el in done else self._transform(index, m, el, sites)
                     has[a] = 1.0
                 else:
                     notes.append(f"{el}: no training spectra for this element; used by its type only")
         z = np.asarray([atomic_number(el) for el in composition], dtype=np.int64)
         return (x, z, has), notes
 
-    def _spectra_arrays(self, index: int, m: MaterialSites) -> Arrays:
+    def _spectra_arrays(self, index: int, m: MaterialSites, done: dict[str, np.ndarray] | None = None) -> Arrays:
         """Models that read spectra only: the elements with spectra are the absorbers."""
         if not m.spectra:
             raise InputError(index, "spectra", f"this model (kind '{self.kind}') needs spectra: send at least "
                                                "one absorbing element's spectrum")
         spectra = {el: self._sites(index, m, el) for el in m.spectra}
         try:
-            x, z = self.preprocessor.material_inputs(spectra)
+            x, z = self.preprocessor.material_inputs(spectra, done)
         except SpectrumError as exc:
             el = exc.element or "?"
             raise InputError(index, f"{m.where(el)}.{exc.field}", f"{el}: {exc}") from None
@@ -305,15 +307,37 @@ class InputBuilder:
             raise InputError(index, f"{m.where(element)}.{exc.field}", f"{element}: {exc}") from None
 
     def build(self, materials: Sequence[MaterialIn | MaterialSites], progress: bool = False) -> Inputs:
-        """Every material's arrays; the ones that cannot be used are None with their InputError."""
+        """Every material's arrays; the ones that cannot be used are None with their InputError.
+
+        The computed spectra are transformed per element for the whole batch first (:meth:`batch_rows`), then
+        each material is assembled by :meth:`material_inputs`, which transforms alone only what the batch
+        left out (measured spectra, and spectra that fail: there their error is raised, in material order)."""
         sites = [m if isinstance(m, MaterialSites) else MaterialSites.from_request(m) for m in materials]
         out = Inputs([m.material_id for m in sites], [None] * len(sites))
+        done = self.batch_rows(sites)
         for i, m in enumerate(_progress(sites, progress and len(sites) >= 200, desc="preprocess", unit="material")):
             try:
-                out.arrays[i], out.notes[i] = self.material_inputs(i, m)
+                out.arrays[i], out.notes[i] = self.material_inputs(i, m, done.get(i))
             except InputError as exc:
                 out.errors.append(exc)
         return out
+
+    def batch_rows(self, materials: Sequence[MaterialSites]) -> dict[int, dict[str, np.ndarray]]:
+        """{material index: {element: standardized row}} of every computed spectrum of an element with
+        training statistics, one :meth:`Preprocessor.transform_many` per element (value for value what
+        :meth:`material_inputs` computes alone, in a fraction of the time); the failing ones are left out."""
+        groups: dict[str, list[int]] = {}
+        for i, m in enumerate(materials):
+            for el in m.spectra:
+                if el in self.preprocessor.elements and el not in (m.measured or {}):
+                    groups.setdefault(el, []).append(i)
+        done: dict[int, dict[str, np.ndarray]] = {}
+        for el, idx in groups.items():
+            rows, errors = self.preprocessor.transform_many(el, [materials[i].spectra[el] for i in idx])
+            for i, row, err in zip(idx, rows, errors, strict=True):
+                if err is None:
+                    done.setdefault(i, {})[el] = row
+        return done
 
     # ------------------------------------------------------ probabilities → answers
     def prediction(self, material_id: str, prob: float, z: np.ndarray, has: np.ndarray | None = None,

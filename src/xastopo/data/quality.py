@@ -17,8 +17,22 @@ from xastopo.data.validation import real_range
 
 def edge_step(energy: np.ndarray, mu: np.ndarray, post_edge_ev: float) -> tuple[float, float]:
     """(pre-edge level, edge step) of ``mu(energy)``: mu at the first point, post-edge mean minus it."""
-    pre = float(mu[0])
-    post = float(np.asarray(mu)[np.asarray(energy) >= energy[-1] - post_edge_ev].mean())
+    pre, step = edge_steps(energy, np.asarray(mu)[None, :], post_edge_ev)
+    return float(pre[0]), float(step[0])
+
+
+def edge_steps(energy: np.ndarray, rows: np.ndarray, post_edge_ev: float) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-edge levels, edge steps) of spectra ``rows`` [k, n] sharing one ``energy`` axis [n] (spectra
+    resampled on an element's grid): one pass for a whole batch (the service's preprocessing).
+
+    Each row's post-edge sum is reduced alone, as a 1-D array: numpy sums a 1-D array pairwise but the rows
+    of a 2-D ``sum(axis=1)`` in sequence, so the vectorized form changed the last bits with the batch size
+    (a material's answer must not depend on its run-mates, and the features must stay those the models
+    were trained on)."""
+    e = np.asarray(energy)
+    sub = rows[:, e >= e[-1] - post_edge_ev]
+    post = np.fromiter((np.add.reduce(r) for r in sub), dtype=np.float64, count=len(sub)) / sub.shape[1]
+    pre = rows[:, 0]
     return pre, post - pre
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xastopo.data.quality import edge_step, max_negative_jump  # noqa: F401 (re-export)
+from xastopo.data.quality import edge_step, edge_steps, max_negative_jump  # noqa: F401 (re-export)
 from xastopo.data.validation import SpectrumError, real_range
 
 
@@ -38,12 +38,24 @@ def resample_linear(
     return np.interp(grid, energy[lo : hi + 1], mu[lo : hi + 1])
 
 
+NO_EDGE_STEP = "spectrum has no rising edge in the window (post-edge <= pre-edge)"
+
+
 def normalize_on_grid(resampled: np.ndarray, grid: np.ndarray, post_edge_ev: float) -> np.ndarray:
     """Edge-step normalize a spectrum already resampled on ``grid`` (see module docstring)."""
-    pre, step = edge_step(grid, resampled, post_edge_ev)
+    out, ok = normalize_rows(np.asarray(resampled)[None, :], grid, post_edge_ev)
+    if not ok[0]:
+        raise SpectrumError("no_edge_step", NO_EDGE_STEP, "mu")
+    return out[0]
+
+
+def normalize_rows(rows: np.ndarray, grid: np.ndarray, post_edge_ev: float) -> tuple[np.ndarray, np.ndarray]:
+    """Edge-step normalize spectra ``rows`` [k, n] resampled on one ``grid`` in one vectorized pass:
+    (normalized rows, ``ok`` [k]); a row without a usable rising edge (post-edge <= pre-edge, or a
+    non-finite step) has ``ok`` False and is not to be used (:func:`normalize_on_grid` raises for it)."""
+    pre, step = edge_steps(grid, rows, post_edge_ev)
     post = pre + step
-    if not np.isfinite(step) or step <= 1e-12 * max(1.0, abs(post)):
-        raise SpectrumError(
-            "no_edge_step", "spectrum has no rising edge in the window (post-edge <= pre-edge)", "mu"
-        )
-    return (resampled - pre) / step
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(step) & (step > 1e-12 * np.maximum(1.0, np.abs(post)))
+    safe = np.where(ok, step, 1.0)
+    return (rows - pre[:, None]) / safe[:, None], ok
