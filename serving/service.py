@@ -54,6 +54,7 @@ from xastopo.schema import (
     DEPTH_CHUNK,
     ExplainResponse,
     MaterialIn,
+    PredictRequest,
     PredictResponse,
     RequestBodyError,
     error_item,
@@ -225,7 +226,8 @@ class GateMiddleware:
     """Pure ASGI: bearer token (401), body size (413), a body not received within
     ``serving.body_timeout_s`` (408), content type (415), nesting deeper than ``serving.max_json_depth``
     and JSON (400) and the request schema (422) of ``predict``, answered before anything reaches BentoML
-    or the batch queue. An unexpected error while checking a body is a 400 (logged), never a hang."""
+    or the batch queue. An unexpected error while checking a body is a 400 (logged), never a hang. A valid
+    body goes on as the parsed request (:func:`gated`), not to be parsed again."""
 
     def __init__(self, app: Any, predict_path: str = "/predict") -> None:
         self.app = app
@@ -285,12 +287,18 @@ class GateMiddleware:
         body = b"".join(chunks)
         if scope["path"] in self.schema_paths:
             try:
-                problem = await self._check_predict(headers, body)
+                checked = await self._check_predict(headers, body)
             except Exception as exc:  # noqa: BLE001 - a body we cannot check is refused, never left hanging
                 logger.exception("request body could not be checked")
-                problem = 400, {"error": f"request body could not be read ({type(exc).__name__})"}
-            if problem is not None:
-                return await self._send_json(send, *problem)
+                checked = 400, {"error": f"request body could not be read ({type(exc).__name__})"}
+            if not isinstance(checked, PredictRequest):
+                return await self._send_json(send, *checked)
+            # Hand the validated request to the API (:func:`gated`) and give BentoML a stub body to parse: the
+            # body is parsed once, here (BentoML's second parse and validation cost ~3 ms per 64 materials).
+            scope.setdefault("state", {})[GATED_REQUEST] = checked
+            body = GATED_STUB
+            scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+            scope["headers"].append((b"content-length", str(len(body)).encode()))
         replayed = False
 
         async def replay() -> dict:
@@ -316,7 +324,8 @@ class GateMiddleware:
         return {"error": f"request body too large: {what} bytes > limit {self.max_body} (serving.max_body_bytes); "
                          "split the materials over several requests"}
 
-    async def _check_predict(self, headers: dict[str, str], body: bytes) -> tuple[int, dict] | None:
+    async def _check_predict(self, headers: dict[str, str], body: bytes) -> tuple[int, dict] | PredictRequest:
+        """The validated request, or the error answer (status, body) for it."""
         import anyio
         from pydantic import ValidationError
 
@@ -329,7 +338,7 @@ class GateMiddleware:
             return 400, {"error": f"request body nested more than {self.max_depth} levels deep "
                                   "(serving.max_json_depth; a request needs 6)"}
         try:
-            await anyio.to_thread.run_sync(parse_request_json, body or b"null", self.limits)
+            return await anyio.to_thread.run_sync(parse_request_json, body or b"null", self.limits)
         except RequestBodyError as exc:
             if exc.kind == "json":
                 return 400, {"error": f"request body is {exc}"}
@@ -338,7 +347,30 @@ class GateMiddleware:
             return 422, error_body(request_errors(exc))
         except RecursionError:
             return 400, {"error": "request body nested too deeply"}
-        return None
+
+
+#: where the gate leaves the request it validated (``scope["state"]``, Starlette's ``request.state``), and the
+#: body BentoML gets instead (it must still parse as the API's input: no materials)
+GATED_REQUEST = "xastopo_request"
+GATED_STUB = b'{"materials": []}'
+
+
+def error_response(response: Any, ctx: bentoml.Context) -> Any:
+    """An error answer of an API that takes ``ctx``: BentoML sets the answer's status from ``ctx.response``
+    (200 unless set), so the status goes there too."""
+    ctx.response.status_code = response.status_code
+    return response
+
+
+def gated(materials: list[MaterialIn], ctx: bentoml.Context) -> list[MaterialIn]:
+    """The materials of the request: those the gate validated (BentoML then parsed only the stub), else the
+    ones BentoML parsed (a call that did not pass the gate, e.g. in-process)."""
+    try:
+        state = ctx.request.scope.get("state") or {}
+    except LookupError:  # not in an HTTP request
+        return materials
+    parsed = state.get(GATED_REQUEST)
+    return parsed.materials if parsed is not None and not materials else materials
 
 
 # ------------------------------------------------------------------------------------ services
@@ -583,14 +615,14 @@ class XasTopo:
         raise AssertionError("unreachable")
 
     @bentoml.api(route="/predict")
-    async def predict(self, materials: list[MaterialIn]) -> PredictResponse:
+    async def predict(self, materials: list[MaterialIn], ctx: bentoml.Context) -> PredictResponse:
         """One prediction per material, in request order. Bad input: 4xx JSON naming
         ``materials[i].<field>``; the material's spectra must cover the element's window. A material is
         its spectra and, optionally, its ``formula`` or ``elements`` (a model that reads compositions
         answers from the composition alone too)."""
-        answered = await self.checked_results("infer", materials)
+        answered = await self.checked_results("infer", gated(materials, ctx))
         if not isinstance(answered, tuple):
-            return answered
+            return error_response(answered, ctx)
         inputs, results = answered
         probs = [float(r["probability"]) for r in results]
         unc = [None if r.get("uncertainty") is None else float(r["uncertainty"]) for r in results]
@@ -655,20 +687,21 @@ class XasTopo:
         return await self.model_results("explain", arrays)
 
     @bentoml.api(route="/explain")
-    async def explain(self, materials: list[MaterialIn]) -> ExplainResponse:
+    async def explain(self, materials: list[MaterialIn], ctx: bentoml.Context) -> ExplainResponse:
         """Per-energy attributions of each material's prediction (``xastopo.explain``; method and
         settings in ``explain:`` of params.yaml), with the prediction itself. Same request, validation
         and errors as ``/predict``; at most ``explain.max_materials`` materials per request (422)."""
         from starlette.responses import JSONResponse
 
+        materials = gated(materials, ctx)
         most = self.explain_settings.max_materials
         if len(materials) > most:
             message = (f"too many materials for /explain ({len(materials)} > {most}, explain.max_materials): "
                        "each costs about 100 model runs per edge; split the request")
-            return JSONResponse(error_body([error_item("materials", message)]), status_code=422)
+            return error_response(JSONResponse(error_body([error_item("materials", message)]), status_code=422), ctx)
         answered = await self.checked_results("explain", materials)
         if not isinstance(answered, tuple):
-            return answered
+            return error_response(answered, ctx)
         inputs, raws = answered
         results = [Attributions.from_dict(r) for r in raws]
         return ExplainResponse(explanations=explanations(self.builder, inputs, results,
