@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -234,7 +235,7 @@ class Preprocessor:
         k = len(materials)
         errors: list[SpectrumError | None] = [None] * k
         resampled: list[np.ndarray] = []
-        first: list[int] = []  # index into resampled of each material's first site (-1: none usable)
+        first: list[int] = []  # index into resampled of each material's first site
         for j, sites in enumerate(materials):
             first.append(len(resampled))
             if len(sites) == 0:
@@ -246,22 +247,31 @@ class Preprocessor:
                 except SpectrumError as exc:
                     errors[j] = exc
                     break
-        if not resampled:  # (an element without statistics fails every material, after validation as before)
-            return np.zeros((k, self.n_points)), errors
-        normalized, ok = normalize_rows(np.stack(resampled), self.grid(element), self.post_edge_ev)
+        first.append(len(resampled))
         out = np.zeros((k, self.n_points))
+        if not resampled:  # (an element without statistics fails every material, after validation as before)
+            return out, errors
+        normalized, ok = normalize_rows(np.stack(resampled), self.grid(element), self.post_edge_ev)
+        one, one_w = [], []  # materials of one usable site: combined in one pass below
         for j, sites in enumerate(materials):
-            n = len(resampled) - first[j] if j + 1 == k else first[j + 1] - first[j]
-            if n and not ok[first[j]:first[j] + n].all():
+            a, b = first[j], first[j + 1]
+            if a < b and not ok[a:b].all():
                 # a site without a rising edge; it fails before any later site's validation would
                 errors[j] = SpectrumError("no_edge_step", NO_EDGE_STEP, "mu")
             if errors[j] is not None:
                 continue
-            w = np.asarray([float(s[2]) for s in sites])
-            if np.any(w <= 0) or not np.all(np.isfinite(w)):
+            w = [float(site[2]) for site in sites]
+            if not all(x > 0 and math.isfinite(x) for x in w):
                 errors[j] = SpectrumError("bad_weight", "site weights must be positive", "weight")
-                continue
-            out[j] = (w[:, None] * normalized[first[j]:first[j] + n]).sum(axis=0) / w.sum()
+            elif b - a == 1:
+                one.append(j)
+                one_w.append(w[0])
+            else:
+                wa = np.asarray(w)
+                out[j] = (wa[:, None] * normalized[a:b]).sum(axis=0) / wa.sum()
+        if one:  # the same arithmetic as above for one site: (w * x) / w
+            wa = np.asarray(one_w)[:, None]
+            out[one] = (wa * normalized[[first[j] for j in one]]) / wa
         return out, errors
 
     # ------------------------------------------------------------ measured spectra
