@@ -83,6 +83,9 @@ class Preprocessor:
     # settings of the measured-spectra normalization (params featurize.measured; None in artifacts
     # made before measured support: such a model refuses measured spectra with that reason)
     measured: dict | None = None
+    # elements whose spectra are windowed relative to their own edge (params featurize.align_to_edge; after
+    # ``fit``, those of them with a window; saved only when not empty, so other artifacts are unchanged)
+    align_elements: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         """The measured settings are checked where the preprocessor is made (:meth:`from_params`,
@@ -91,6 +94,8 @@ class Preprocessor:
         self._measured_from: dict | None = None
         self._measured_settings: MeasuredSettings | None = None
         _ = self.measured_settings
+        if self.align_elements and self.measured is None:
+            raise ValueError("featurize.align_to_edge needs the featurize.measured settings (the edge finder's)")
 
     @classmethod
     def from_params(cls, params: dict) -> Preprocessor:
@@ -104,6 +109,7 @@ class Preprocessor:
             flat_run_tol=float(params["ingest"]["flat_run_tol"]),
             min_points=int(params["ingest"]["min_points"]),
             measured=MeasuredSettings.from_params(f["measured"]).to_dict() if "measured" in f else None,
+            align_elements=sorted(str(el) for el in f["align_to_edge"]),
         )
 
     # ----------------------------------------------------------------- fitting
@@ -115,7 +121,7 @@ class Preprocessor:
         """
         train = list(train)
         self.fit_windows(train)
-        self.fit_edges(train)
+        self.fit_edges(train)  # (the same medians fit_windows aligned on)
         spectra, self.rejected_ = [], Counter()
         for el, sites in train:
             try:
@@ -130,42 +136,61 @@ class Preprocessor:
         Start: the ``coverage_quantile`` of the spectra's first real (non-copied) energies, so that
         nearly all spectra cover it without extrapolation; end: start + ``window_ev``, cut to the
         lower quantile of their last real energies where the data span less (e.g. 35 eV sources).
+
+        Elements in ``align_elements`` are placed on their spectra shifted so that each one's edge lies on
+        the element's reference edge (:meth:`fit_edges`' median), as :meth:`transform` shifts them: FEFF10
+        puts the O K edge of oxides several eV apart (chemical shifts), so one absolute window started
+        above many of them ("no rising edge in the window" for 41 of 85 simulated O records).
         """
+        element_sites = list(element_sites)
+        edges = self._median_edges([(el, sites) for el, sites in element_sites if el in self.align_elements])
         firsts: dict[str, list[float]] = {}
         lasts: dict[str, list[float]] = {}
         for el, sites in element_sites:
             for energy, mu, _ in sites:
                 e, m = np.asarray(energy, float), np.asarray(mu, float)
                 lo, hi = real_range(e, m, self.flat_run_tol)
-                firsts.setdefault(el, []).append(float(e[lo]))
-                lasts.setdefault(el, []).append(float(e[hi]))
+                shift = edges[el] - self._edge(e[lo:hi + 1], m[lo:hi + 1]) if el in edges else 0.0
+                firsts.setdefault(el, []).append(float(e[lo]) + shift)
+                lasts.setdefault(el, []).append(float(e[hi]) + shift)
         q = self.coverage_quantile
         self.elements = {}
         for el in sorted(firsts):
             lo = float(np.quantile(firsts[el], q))
             hi = min(lo + self.window_ev, float(np.quantile(lasts[el], 1.0 - q)))
-            self.elements[el] = ElementWindow(lo=round(lo, 4), hi=round(hi, 4))
+            self.elements[el] = ElementWindow(lo=round(lo, 4), hi=round(hi, 4), edge_ev=edges.get(el))
+        self.align_elements = sorted(edges)
         return self
 
     def fit_edges(self, element_sites: Iterable[tuple[str, Sequence[Site]]]) -> Preprocessor:
         """Reference edge energy per element (``edge_ev``): the median rising-edge energy of its
         training site spectra, on their own absolute energy scale (measured spectra are shifted onto
         it). Skipped when the measured settings are absent."""
+        edges = self._median_edges(element_sites)
+        for el, w in self.elements.items():
+            if el in edges:
+                w.edge_ev = edges[el]
+        return self
+
+    def _edge(self, e: np.ndarray, m: np.ndarray) -> float:
+        """A spectrum's rising-edge energy with this artifact's edge-finder settings (``featurize.measured``)."""
         settings = self.measured_settings
-        if settings is None:
-            return self
+        assert settings is not None  # (checked where the preprocessor is made when elements are aligned)
+        return rising_edge_energy(e, m, settings.edge_hold_ev, settings.smooth_ev)
+
+    def _median_edges(self, element_sites: Iterable[tuple[str, Sequence[Site]]]) -> dict[str, float]:
+        """{element: median rising-edge energy of its site spectra (real range of at least ``min_points``),
+        rounded to meV}; empty without the measured settings."""
+        if self.measured_settings is None:
+            return {}
         edges: dict[str, list[float]] = {}
         for el, sites in element_sites:
             for energy, mu, _ in sites:
                 e, m = np.asarray(energy, float), np.asarray(mu, float)
                 lo, hi = real_range(e, m, self.flat_run_tol)
                 if hi - lo + 1 >= self.min_points:
-                    edges.setdefault(el, []).append(rising_edge_energy(e[lo:hi + 1], m[lo:hi + 1],
-                                                                       settings.edge_hold_ev, settings.smooth_ev))
-        for el, w in self.elements.items():
-            if edges.get(el):
-                w.edge_ev = round(float(np.median(edges[el])), 3)
-        return self
+                    edges.setdefault(el, []).append(self._edge(e[lo:hi + 1], m[lo:hi + 1]))
+        return {el: round(float(np.median(v)), 3) for el, v in edges.items()}
 
     def fit_standardization(self, element_spectra: Iterable[tuple[str, np.ndarray]]) -> Preprocessor:
         """Per element: mean of per-spectrum means, mean of per-spectrum stds (train only).
@@ -213,7 +238,21 @@ class Preprocessor:
     def _resampled(self, element: str, energy: Sequence[float], mu: Sequence[float]) -> np.ndarray:
         """Validate one site spectrum and resample it onto the element grid (not yet normalized)."""
         e, m = validate_spectrum(energy, mu, self.min_points)
+        if element in self.align_elements:
+            e = self._aligned(element, e, m)
         return resample_linear(e, m, self.grid(element), self.max_extrapolation_ev, self.flat_run_tol)
+
+    def _aligned(self, element: str, e: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Energies shifted so the spectrum's edge lies on the element's reference edge (``align_elements``)."""
+        ref = self.window(element).edge_ev
+        lo, hi = real_range(e, m, self.flat_run_tol)
+        shift = float(ref) - self._edge(e[lo:hi + 1], m[lo:hi + 1])
+        most = self.measured_settings.max_shift_ev  # type: ignore[union-attr]
+        if not np.isfinite(shift) or abs(shift) > most:
+            raise SpectrumError("alignment_failed", f"aligning the edge onto the training spectra's ({ref:.1f} eV) "
+                                f"needs a {shift:+.1f} eV shift (more than {most:g} eV): not this element's K edge",
+                                "energy")
+        return e + shift
 
     def element_spectrum(self, element: str, sites: Sequence[Site]) -> np.ndarray:
         """Combine the sites of one element, weighted by multiplicity, after normalization."""
@@ -352,6 +391,8 @@ class Preprocessor:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["elements"] = {k: asdict(v) for k, v in sorted(self.elements.items())}
+        if not d["align_elements"]:
+            del d["align_elements"]  # artifacts without aligned elements keep their bytes (and checksums)
         return d
 
     @classmethod
