@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--model-dir", type=Path, default=None)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--note", default="2 CPU cores; nothing else running",
+                    help="what else ran on the machine (recorded with the results)")
     args = ap.parse_args()
 
     from xastopo.inference import Predictor
@@ -65,7 +67,7 @@ def main() -> None:
     sites = sum(len(m["spectra"]) for m in mats) / len(mats)
     result = {"model_dir": str(model_dir), "spectra_per_material": round(sites, 2), "rows": rows,
               "target": "preprocess_share < 0.30 at 256 materials",
-              "note": "2 CPU cores shared with a running FEFF simulation (one core busy)"}
+              "note": args.note}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'batch':>5} {'schema ms':>10} {'preproc ms':>11} {'model ms':>9} {'answers ms':>11} {'mat/s':>8} "

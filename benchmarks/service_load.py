@@ -106,12 +106,14 @@ def main() -> None:
     ap.add_argument("--materials", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--batching", nargs="+", default=["on", "off"], choices=["on", "off"])
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--note", default="2 CPU cores, locust on them too; nothing else running",
+                    help="what else ran on the machine (recorded with the results)")
     args = ap.parse_args()
 
     model_dir = args.model_dir or default_model_dir()
     mats = real_materials(model_dir)
     result: dict = {"model_dir": str(model_dir), "duration_s": args.duration, "cpu_count": os.cpu_count(),
-                    "note": "2 CPU cores shared with a running FEFF simulation (one core busy) and with locust",
+                    "note": args.note,
                     "in_process": {}, "service": []}
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
