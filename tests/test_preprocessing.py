@@ -405,5 +405,19 @@ def test_light_element_windows_relative_to_each_edge_keep_the_simulated_o_record
         np.testing.assert_allclose(np.diff(e_al), np.diff(e))  # a shift, nothing else
     assert np.ptp(shifts) > 2.0  # edges several eV apart, or the test proves nothing
     assert w.lo < ref < w.hi
+    # hostile numbers are a SpectrumError naming the problem, never a crash or gigabytes of edge-finder grid
+    n = len(e)
+    for bad_e, bad_m in ((np.linspace(0.0, 1e8, n), np.asarray(m)),                       # a 1e8 eV span
+                         (np.asarray(e), np.r_[np.zeros(n - 2), 1.0, 1.0])):               # two moving points
+        with pytest.raises(SpectrumError) as ei:
+            aligned.transform("O", [(bad_e, bad_m, 1.0)])
+        assert ei.value.reason in ("alignment_failed", "window_not_covered"), ei.value
+    # align=False (measured spectra, aligned by the measured path) leaves the energies alone: the shifted
+    # spectrum read without alignment is the raw one read with it
+    e0, m0, _ = recs[0][1][0]
+    shifted = aligned._aligned("O", np.asarray(e0), np.asarray(m0))  # noqa: SLF001
+    assert abs(shifted[0] - e0[0]) > 1e-3
+    np.testing.assert_array_equal(aligned.transform("O", [(shifted, m0, 1.0)], align=False),
+                                  aligned.transform("O", [(e0, m0, 1.0)]))
     with pytest.raises(ValueError, match="align_to_edge needs the featurize.measured"):
         Preprocessor(**{**{k: v for k, v in aligned.to_dict().items() if k != "elements"}, "measured": None})

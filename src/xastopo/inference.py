@@ -262,7 +262,7 @@ class InputBuilder:
                                                "one absorbing element's spectrum")
         spectra = {el: self._sites(index, m, el) for el in m.spectra}
         try:
-            x, z = self.preprocessor.material_inputs(spectra, done)
+            x, z = self.preprocessor.material_inputs(spectra, done, measured=set(m.measured or {}))
         except SpectrumError as exc:
             el = exc.element or "?"
             raise InputError(index, f"{m.where(el)}.{exc.field}", f"{el}: {exc}") from None
@@ -301,8 +301,8 @@ class InputBuilder:
     def _transform(self, index: int, m: MaterialSites, element: str,
                    sites: Sequence[Site] | None = None) -> np.ndarray:
         try:
-            return self.preprocessor.transform(element, m.spectra[element] if sites is None else sites
-                                               ).astype(np.float32)
+            return self.preprocessor.transform(element, m.spectra[element] if sites is None else sites,
+                                               align=element not in (m.measured or {})).astype(np.float32)
         except SpectrumError as exc:
             raise InputError(index, f"{m.where(element)}.{exc.field}", f"{element}: {exc}") from None
 

@@ -78,7 +78,7 @@ def plot_measured(spec: MeasuredSpectrum, pre: Preprocessor, out: Path, features
     if el in pre.elements and pre.elements[el].edge_ev is not None:
         e_al, norm = pre.measured_site(el, spec.energy, spec.mu, spec.edge)
         grid = pre.grid(el)
-        x = pre.element_spectrum(el, [(e_al, norm, 1.0)])
+        x = pre.element_spectrum(el, [(e_al, norm, 1.0)], align=False)
         info["shift_ev"] = float(pre.elements[el].edge_ev - n.half_step_ev)
         avg = computed_average(pre, el, features) if features is not None else None
         if avg is not None:
@@ -107,7 +107,7 @@ def classify_file(pre: Preprocessor, spec: MeasuredSpectrum) -> tuple[str, str]:
     try:
         if spec.element in pre.elements:
             e, norm = pre.measured_site(spec.element, spec.energy, spec.mu, spec.edge)
-            pre.transform(spec.element, [(e, norm, 1.0)])
+            pre.transform(spec.element, [(e, norm, 1.0)], align=False)
             return "spectrum", ""
         pre.normalize_measured(spec.element, spec.energy, spec.mu, spec.edge)
         return "by_type", f"no training spectra for {spec.element}"

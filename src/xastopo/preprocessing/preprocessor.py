@@ -40,6 +40,10 @@ def _grid(lo: float, hi: float, n_points: int) -> np.ndarray:
 
 FORMAT_VERSION = 1
 
+#: Widest varying part of a spectrum whose edge is located for alignment (eV; the edge finder's grid is 0.1 eV).
+#: The simulated spectra span 63-383 eV; a wider one is not a K-edge XANES (and would cost memory).
+MAX_ALIGN_SPAN_EV = 2000.0
+
 #: An element whose statistics rest on fewer training materials than this is flagged: answers that
 #: read its spectrum warn (:class:`xastopo.inference.InputBuilder`) and the model card lists it among
 #: the limits (:mod:`xastopo.export.model_card`). One number, so the two cannot drift.
@@ -140,7 +144,8 @@ class Preprocessor:
         Elements in ``align_elements`` are placed on their spectra shifted so that each one's edge lies on
         the element's reference edge (:meth:`fit_edges`' median), as :meth:`transform` shifts them: FEFF10
         puts the O K edge of oxides several eV apart (chemical shifts), so one absolute window started
-        above many of them ("no rising edge in the window" for 41 of 85 simulated O records).
+        above many of them ("no rising edge in the window" for 89 of 167 simulated O materials). A spectrum
+        whose edge cannot be aligned (:meth:`_edge_shift`) does not place the window (transform refuses it).
         """
         element_sites = list(element_sites)
         edges = self._median_edges([(el, sites) for el, sites in element_sites if el in self.align_elements])
@@ -150,7 +155,10 @@ class Preprocessor:
             for energy, mu, _ in sites:
                 e, m = np.asarray(energy, float), np.asarray(mu, float)
                 lo, hi = real_range(e, m, self.flat_run_tol)
-                shift = edges[el] - self._edge(e[lo:hi + 1], m[lo:hi + 1]) if el in edges else 0.0
+                try:
+                    shift = self._edge_shift(el, edges[el], e, m) if el in edges else 0.0
+                except SpectrumError:
+                    continue
                 firsts.setdefault(el, []).append(float(e[lo]) + shift)
                 lasts.setdefault(el, []).append(float(e[hi]) + shift)
         q = self.coverage_quantile
@@ -235,33 +243,49 @@ class Preprocessor:
         """Validate, resample onto the element grid and edge-step normalize one site spectrum."""
         return normalize_on_grid(self._resampled(element, energy, mu), self.grid(element), self.post_edge_ev)
 
-    def _resampled(self, element: str, energy: Sequence[float], mu: Sequence[float]) -> np.ndarray:
-        """Validate one site spectrum and resample it onto the element grid (not yet normalized)."""
+    def _resampled(self, element: str, energy: Sequence[float], mu: Sequence[float], align: bool = True
+                   ) -> np.ndarray:
+        """Validate one site spectrum and resample it onto the element grid (not yet normalized). ``align``
+        False: a measured spectrum, already aligned onto the reference edge by :meth:`measured_site`."""
         e, m = validate_spectrum(energy, mu, self.min_points)
-        if element in self.align_elements:
+        if align and element in self.align_elements:
             e = self._aligned(element, e, m)
         return resample_linear(e, m, self.grid(element), self.max_extrapolation_ev, self.flat_run_tol)
 
     def _aligned(self, element: str, e: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Energies shifted so the spectrum's edge lies on the element's reference edge (``align_elements``)."""
-        ref = self.window(element).edge_ev
+        return e + self._edge_shift(element, float(self.window(element).edge_ev), e, m)  # type: ignore[arg-type]
+
+    def _edge_shift(self, element: str, ref: float, e: np.ndarray, m: np.ndarray) -> float:
+        """The shift putting the spectrum's rising edge on ``ref`` (fit and transform alike); an
+        ``alignment_failed`` SpectrumError when no edge can be placed: a real range of fewer than ``min_points``
+        points or wider than ``MAX_ALIGN_SPAN_EV`` (the edge finder works on a 0.1 eV grid: a hostile span would
+        cost gigabytes), numbers the finder cannot work with, or a shift above ``max_shift_ev``."""
         lo, hi = real_range(e, m, self.flat_run_tol)
-        shift = float(ref) - self._edge(e[lo:hi + 1], m[lo:hi + 1])
         most = self.measured_settings.max_shift_ev  # type: ignore[union-attr]
+        if hi - lo + 1 < self.min_points or not float(e[hi] - e[lo]) <= MAX_ALIGN_SPAN_EV:
+            raise SpectrumError("alignment_failed", f"{element}: no edge to align on (the spectrum's varying part "
+                                f"has {hi - lo + 1} points over {float(e[hi] - e[lo]):.3g} eV; at least "
+                                f"{self.min_points} points within {MAX_ALIGN_SPAN_EV:g} eV needed)", "energy")
+        try:
+            shift = ref - self._edge(e[lo:hi + 1], m[lo:hi + 1])
+        except (ValueError, ArithmeticError) as exc:
+            raise SpectrumError("alignment_failed", f"{element}: the edge could not be located on these numbers "
+                                f"({type(exc).__name__})", "energy") from None
         if not np.isfinite(shift) or abs(shift) > most:
             raise SpectrumError("alignment_failed", f"aligning the edge onto the training spectra's ({ref:.1f} eV) "
                                 f"needs a {shift:+.1f} eV shift (more than {most:g} eV): not this element's K edge",
                                 "energy")
-        return e + shift
+        return float(shift)
 
-    def element_spectrum(self, element: str, sites: Sequence[Site]) -> np.ndarray:
+    def element_spectrum(self, element: str, sites: Sequence[Site], align: bool = True) -> np.ndarray:
         """Combine the sites of one element, weighted by multiplicity, after normalization."""
-        rows, errors = self.element_spectra(element, [sites])
+        rows, errors = self.element_spectra(element, [sites], align)
         if errors[0] is not None:
             raise errors[0]
         return rows[0]
 
-    def element_spectra(self, element: str, materials: Sequence[Sequence[Site]]
+    def element_spectra(self, element: str, materials: Sequence[Sequence[Site]], align: bool = True
                         ) -> tuple[np.ndarray, list[SpectrumError | None]]:
         """:meth:`element_spectrum` of many materials' sites of one element: (rows [k, n_points], errors [k]);
         a material whose sites fail has its SpectrumError (the first failing site's, in site order) and a
@@ -282,7 +306,7 @@ class Preprocessor:
                 continue
             for e, m, _ in sites:
                 try:
-                    resampled.append(self._resampled(element, e, m))
+                    resampled.append(self._resampled(element, e, m, align))
                 except SpectrumError as exc:
                     errors[j] = exc
                     break
@@ -310,7 +334,7 @@ class Preprocessor:
                 out[j] = (wa[:, None] * normalized[a:b]).sum(axis=0) / wa.sum()
         if one:  # the same arithmetic as above for one site: (w * x) / w
             wa = np.asarray(one_w)[:, None]
-            out[one] = (wa * normalized[[first[j] for j in one]]) / wa
+            out[one] = (0.0 + wa * normalized[[first[j] for j in one]]) / wa  # (a sum's 0 + turns -0.0 into 0.0)
         return out, errors
 
     # ------------------------------------------------------------ measured spectra
@@ -358,9 +382,10 @@ class Preprocessor:
         w = self.window(element)
         return (np.asarray(x, float) - w.mean) / w.std
 
-    def transform(self, element: str, sites: Sequence[Site]) -> np.ndarray:
-        """The sites of one element of one material → its standardized ``n_points`` vector."""
-        return self.standardize(element, self.element_spectrum(element, sites))
+    def transform(self, element: str, sites: Sequence[Site], align: bool = True) -> np.ndarray:
+        """The sites of one element of one material → its standardized ``n_points`` vector (``align`` False:
+        measured sites, already aligned by :meth:`measured_site`)."""
+        return self.standardize(element, self.element_spectrum(element, sites, align))
 
     def transform_many(self, element: str, materials: Sequence[Sequence[Site]]
                        ) -> tuple[np.ndarray, list[SpectrumError | None]]:
@@ -371,15 +396,16 @@ class Preprocessor:
             return rows, errors
         return self.standardize(element, rows), errors
 
-    def material_inputs(self, spectra: dict[str, Sequence[Site]], done: dict[str, np.ndarray] | None = None
-                        ) -> tuple[np.ndarray, np.ndarray]:
+    def material_inputs(self, spectra: dict[str, Sequence[Site]], done: dict[str, np.ndarray] | None = None,
+                        measured: Iterable[str] = ()) -> tuple[np.ndarray, np.ndarray]:
         """One material → (X [n_absorbers, n_points] float32, Z [n_absorbers] int64), sorted by Z. ``done``:
         elements already transformed (by :meth:`transform_many`, for a batch of materials)."""
         els = sorted(spectra, key=atomic_number)
         rows = []
         for el in els:
             try:
-                rows.append(done[el] if done is not None and el in done else self.transform(el, spectra[el]))
+                rows.append(done[el] if done is not None and el in done
+                            else self.transform(el, spectra[el], align=el not in measured))
             except SpectrumError as exc:
                 exc.element = el
                 raise
