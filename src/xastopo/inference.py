@@ -135,6 +135,10 @@ class MaterialSites:
                 raise InputError(index, f"{self.where(el)}.element", f"'{el}' is not in {name}")
         return sorted(given if given is not None else set(self.spectra), key=atomic_number)
 
+    def is_measured(self, element: str) -> bool:
+        """Whether the element's spectra are measured (normalized and aligned by the measured path)."""
+        return bool((self.measured or {}).get(element))
+
     def where(self, element: str) -> str:
         """How errors name an element's spectrum: ``spectra[j]`` (request) or ``spectra[<element>]``."""
         j = (self.positions or {}).get(element)
@@ -262,7 +266,8 @@ class InputBuilder:
                                                "one absorbing element's spectrum")
         spectra = {el: self._sites(index, m, el) for el in m.spectra}
         try:
-            x, z = self.preprocessor.material_inputs(spectra, done, measured=set(m.measured or {}))
+            x, z = self.preprocessor.material_inputs(spectra, done,
+                                                     measured={el for el in spectra if m.is_measured(el)})
         except SpectrumError as exc:
             el = exc.element or "?"
             raise InputError(index, f"{m.where(el)}.{exc.field}", f"{el}: {exc}") from None
@@ -274,9 +279,9 @@ class InputBuilder:
         onto its reference edge; an InputError naming the file and the reason otherwise (also when
         the numbers break the normalization's arithmetic: a bad spectrum, not a server error)."""
         sites = list(m.spectra[element])
-        info = (m.measured or {}).get(element)
-        if not info:
+        if not m.is_measured(element):
             return sites
+        info = m.measured[element]  # type: ignore[index]
         out: list[Site] = []
         for j, (energy, mu, w) in enumerate(sites):
             source, edge = info[j] if j < len(info) else ("", None)
@@ -302,7 +307,7 @@ class InputBuilder:
                    sites: Sequence[Site] | None = None) -> np.ndarray:
         try:
             return self.preprocessor.transform(element, m.spectra[element] if sites is None else sites,
-                                               align=element not in (m.measured or {})).astype(np.float32)
+                                               align=not m.is_measured(element)).astype(np.float32)
         except SpectrumError as exc:
             raise InputError(index, f"{m.where(element)}.{exc.field}", f"{element}: {exc}") from None
 
@@ -329,7 +334,7 @@ class InputBuilder:
         groups: dict[str, list[int]] = {}
         for i, m in enumerate(materials):
             for el in m.spectra:
-                if el in self.preprocessor.elements and el not in (m.measured or {}):
+                if el in self.preprocessor.elements and not m.is_measured(el):
                     groups.setdefault(el, []).append(i)
         done: dict[int, dict[str, np.ndarray]] = {}
         for el, idx in groups.items():

@@ -132,14 +132,23 @@ class NormalizedSpectrum:
 
     def aligned_energy(self, reference_ev: float, max_shift_ev: float) -> tuple[np.ndarray, float]:
         """(energy shifted so the half-step lands on ``reference_ev``, the shift)."""
-        shift = float(reference_ev - self.half_step_ev)
-        if not np.isfinite(shift) or abs(shift) > max_shift_ev:
-            raise SpectrumError("alignment_failed",
-                                f"aligning the edge ({self.half_step_ev:.1f} eV) onto the training spectra's "
-                                f"({reference_ev:.1f} eV) needs a {shift:+.1f} eV shift (more than "
-                                f"{max_shift_ev:g} eV): not this element's K edge, or a miscalibrated energy",
-                                "energy")
+        shift = aligning_shift(self.half_step_ev, reference_ev, max_shift_ev, "not this element's K edge, or a "
+                               "miscalibrated energy")
         return self.energy + shift, shift
+
+
+def aligning_shift(edge_ev: float, reference_ev: float, max_shift_ev: float, cause: str) -> float:
+    """``reference_ev - edge_ev``, the shift that puts an edge on the reference; an ``alignment_failed``
+    SpectrumError (naming ``cause``) when it is not finite or larger than ``max_shift_ev``. The one limit of
+    both alignments: measured spectra (:meth:`NormalizedSpectrum.aligned_energy`) and the computed spectra of
+    light elements (:meth:`xastopo.preprocessing.preprocessor.Preprocessor._edge_shift`)."""
+    shift = float(reference_ev - edge_ev)
+    if not np.isfinite(shift) or abs(shift) > max_shift_ev:
+        raise SpectrumError("alignment_failed",
+                            f"aligning the edge ({edge_ev:.1f} eV) onto the training spectra's "
+                            f"({reference_ev:.1f} eV) needs a {shift:+.1f} eV shift (more than "
+                            f"{max_shift_ev:g} eV): {cause}", "energy")
+    return shift
 
 
 def k_edge_energy(element: str) -> float:

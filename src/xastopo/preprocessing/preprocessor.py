@@ -26,7 +26,7 @@ import numpy as np
 from xastopo.data.validation import SpectrumError, real_range, validate_spectrum
 from xastopo.elements import atomic_number
 from xastopo.preprocessing.edge import rising_edge_energy
-from xastopo.preprocessing.measured import MeasuredSettings, NormalizedSpectrum, normalize_measured
+from xastopo.preprocessing.measured import MeasuredSettings, NormalizedSpectrum, aligning_shift, normalize_measured
 from xastopo.preprocessing.spectrum import NO_EDGE_STEP, normalize_on_grid, normalize_rows, resample_linear
 
 
@@ -124,8 +124,10 @@ class Preprocessor:
         and counted per reason in ``rejected_`` (not saved: a report of the fit, not a setting).
         """
         train = list(train)
-        self.fit_windows(train)
-        self.fit_edges(train)  # (the same medians fit_windows aligned on)
+        edges = self._median_edges(train)  # once: fit_windows aligns on them, every window keeps its own
+        self.fit_windows(train, edges)
+        for el, w in self.elements.items():
+            w.edge_ev = edges.get(el)
         spectra, self.rejected_ = [], Counter()
         for el, sites in train:
             try:
@@ -134,7 +136,8 @@ class Preprocessor:
                 self.rejected_[exc.reason] += 1
         return self.fit_standardization(spectra)
 
-    def fit_windows(self, element_sites: Iterable[tuple[str, Sequence[Site]]]) -> Preprocessor:
+    def fit_windows(self, element_sites: Iterable[tuple[str, Sequence[Site]]],
+                    edges: dict[str, float] | None = None) -> Preprocessor:
         """Place each element's window from where its training spectra really have data.
 
         Start: the ``coverage_quantile`` of the spectra's first real (non-copied) energies, so that
@@ -146,9 +149,12 @@ class Preprocessor:
         puts the O K edge of oxides several eV apart (chemical shifts), so one absolute window started
         above many of them ("no rising edge in the window" for 89 of 167 simulated O materials). A spectrum
         whose edge cannot be aligned (:meth:`_edge_shift`) does not place the window (transform refuses it).
+        ``edges``: the medians of :meth:`_median_edges` when the caller has them (:meth:`fit`).
         """
         element_sites = list(element_sites)
-        edges = self._median_edges([(el, sites) for el, sites in element_sites if el in self.align_elements])
+        if edges is None:
+            edges = self._median_edges([(el, s) for el, s in element_sites if el in self.align_elements])
+        edges = {el: v for el, v in edges.items() if el in self.align_elements}
         firsts: dict[str, list[float]] = {}
         lasts: dict[str, list[float]] = {}
         for el, sites in element_sites:
@@ -268,15 +274,11 @@ class Preprocessor:
                                 f"has {hi - lo + 1} points over {float(e[hi] - e[lo]):.3g} eV; at least "
                                 f"{self.min_points} points within {MAX_ALIGN_SPAN_EV:g} eV needed)", "energy")
         try:
-            shift = ref - self._edge(e[lo:hi + 1], m[lo:hi + 1])
+            edge = self._edge(e[lo:hi + 1], m[lo:hi + 1])
         except (ValueError, ArithmeticError) as exc:
             raise SpectrumError("alignment_failed", f"{element}: the edge could not be located on these numbers "
                                 f"({type(exc).__name__})", "energy") from None
-        if not np.isfinite(shift) or abs(shift) > most:
-            raise SpectrumError("alignment_failed", f"aligning the edge onto the training spectra's ({ref:.1f} eV) "
-                                f"needs a {shift:+.1f} eV shift (more than {most:g} eV): not this element's K edge",
-                                "energy")
-        return float(shift)
+        return aligning_shift(edge, ref, most, "not this element's K edge")
 
     def element_spectrum(self, element: str, sites: Sequence[Site], align: bool = True) -> np.ndarray:
         """Combine the sites of one element, weighted by multiplicity, after normalization."""
