@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xastopo.data.validation import SpectrumError, real_range, validate_spectrum
+from xastopo.data.validation import SpectrumError, real_range, real_ranges, validate_many, validate_spectrum
 
 E = np.linspace(8980.0, 9040.0, 50)
 MU = np.arctan((E - 8990.0) / 2.0) / np.pi + 0.5
@@ -110,3 +110,53 @@ def test_real_range_tolerance():
     mu = np.array([1.0, 1.0 + 1e-9, 1.0, 2.0, 3.0, 3.0])
     assert real_range(np.arange(6.0), mu, tol=0.0) == (0, 4)
     assert real_range(np.arange(6.0), mu, tol=1e-6) == (2, 4)
+
+
+def test_validate_many_gives_each_spectrum_the_error_it_gets_alone():
+    """The batched validation (spectra of one length converted and checked together, the service's path)
+    answers every spectrum of a hostile mix exactly as :func:`validate_spectrum` does alone: same reason,
+    message and field, same float64 values for the valid ones, whatever its run-mates."""
+    nan_e, nan_m, back = E.copy(), MU.copy(), E.copy()
+    nan_e[7], nan_m[-1], back[12] = np.nan, np.inf, back[11]
+    spectra = [
+        (E, MU), (list(E), list(MU)), (nan_e, MU), (E, nan_m), (back, MU), (E[:19], MU[:19]), (E[:25], MU[:25]),
+        (E, MU[:-1]), ([], []), (["a"] * len(E), MU), (np.ones((5, 5)), np.ones((5, 5))), (None, MU),
+        ([[1.0, 2.0]] * len(E), MU), (list(E[:-1]) + [[1.0]], MU), (E.astype(np.float32), MU), (nan_e, nan_m),
+        ([str(v) for v in E], MU), (E[:25], MU[:25] * 2),
+    ]
+    errors, blocks = validate_many(spectra, min_points=20)
+    got = {i: (e[r], m[r]) for idx, e, m in blocks for r, i in enumerate(idx)}
+    assert sorted(got) == [i for i, err in enumerate(errors) if err is None]
+    for i, (energy, mu) in enumerate(spectra):
+        try:
+            e, m = validate_spectrum(energy, mu, min_points=20)
+        except SpectrumError as exc:
+            assert errors[i] is not None and (errors[i].reason, str(errors[i]), errors[i].field) == (
+                exc.reason, str(exc), exc.field), i
+            continue
+        assert errors[i] is None, (i, errors[i])
+        np.testing.assert_array_equal(got[i][0], e)
+        np.testing.assert_array_equal(got[i][1], m)
+        assert got[i][0].dtype == np.float64
+    reasons = [e.reason if e else None for e in errors]
+    assert reasons[:10] == [None, None, "non_finite", "non_finite", "energy_not_increasing", "too_few_points", None,
+                            "length_mismatch", "empty", "not_numeric"]
+
+
+def test_real_ranges_is_real_range_per_row():
+    """The row-wise form gives each row what the single-spectrum reference gives (flat starts, flat ends,
+    both, none, all flat, a tolerance), written here as the original flatnonzero form."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for a, b in ((0, 0), (5, 0), (0, 7), (3, 4), (29, 0), (30, 0)):
+        m = rng.normal(size=30).cumsum()
+        m[:a], m[30 - b:] = m[min(a, 29)], m[29 - b] if b else m[-1]
+        rows.append(m)
+    rows.append(np.array([1.0, 1.0 + 1e-9] + [1.0] * 27 + [2.0]))
+    mu = np.stack(rows)
+    for tol in (0.0, 1e-6):
+        lo, hi = real_ranges(np.tile(np.arange(30.0), (len(mu), 1)), mu, tol)
+        for r, m in enumerate(mu):
+            moving = np.flatnonzero(np.abs(np.diff(m)) > tol)
+            want = (0, 29) if moving.size == 0 else (int(moving[0]), int(moving[-1]) + 1)
+            assert (int(lo[r]), int(hi[r])) == want == real_range(np.arange(30.0), m, tol), (r, tol)

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from xastopo.data.validation import SpectrumError, real_range, validate_spectrum
+from xastopo.data.validation import SpectrumError, real_range, validate_many, validate_spectrum
 from xastopo.elements import atomic_number
 from xastopo.preprocessing.edge import rising_edge_energy
 from xastopo.preprocessing.measured import MeasuredSettings, NormalizedSpectrum, aligning_shift, normalize_measured
-from xastopo.preprocessing.spectrum import NO_EDGE_STEP, normalize_on_grid, normalize_rows, resample_linear
+from xastopo.preprocessing.spectrum import NO_EDGE_STEP, normalize_on_grid, normalize_rows, resample_rows
 
 
 @functools.lru_cache(maxsize=256)
@@ -233,17 +233,18 @@ class Preprocessor:
 
     def window(self, element: str) -> ElementWindow:
         if element not in self.elements:
-            try:
-                atomic_number(element)
-            except KeyError as exc:
-                raise SpectrumError("unknown_element", str(exc.args[0]), "element") from None
-            known = ", ".join(sorted(self.elements))
-            raise SpectrumError(
-                "element_not_supported",
-                f"the model has no statistics for element '{element}' (supported: {known})",
-                "element",
-            )
+            raise self._window_error(element)
         return self.elements[element]
+
+    def _window_error(self, element: str) -> SpectrumError:
+        """Why an element has no window: an unknown symbol, or an element without training statistics."""
+        try:
+            atomic_number(element)
+        except KeyError as exc:
+            return SpectrumError("unknown_element", str(exc.args[0]), "element")
+        known = ", ".join(sorted(self.elements))
+        return SpectrumError("element_not_supported",
+                             f"the model has no statistics for element '{element}' (supported: {known})", "element")
 
     def site_spectrum(self, element: str, energy: Sequence[float], mu: Sequence[float]) -> np.ndarray:
         """Validate, resample onto the element grid and edge-step normalize one site spectrum."""
@@ -251,16 +252,44 @@ class Preprocessor:
 
     def _resampled(self, element: str, energy: Sequence[float], mu: Sequence[float], align: bool = True
                    ) -> np.ndarray:
-        """Validate one site spectrum and resample it onto the element grid (not yet normalized). ``align``
-        False: a measured spectrum, already aligned onto the reference edge by :meth:`measured_site`."""
-        e, m = validate_spectrum(energy, mu, self.min_points)
-        if align and element in self.align_elements:
-            e = self._aligned(element, e, m)
-        return resample_linear(e, m, self.grid(element), self.max_extrapolation_ev, self.flat_run_tol)
+        """Validate one site spectrum and resample it onto the element grid (not yet normalized): one row of
+        :meth:`_resampled_many`."""
+        rows, errors = self._resampled_many(element, [(energy, mu)], align)
+        if errors[0] is not None:
+            raise errors[0]
+        return rows[0]
 
-    def _aligned(self, element: str, e: np.ndarray, m: np.ndarray) -> np.ndarray:
-        """Energies shifted so the spectrum's edge lies on the element's reference edge (``align_elements``)."""
-        return e + self._edge_shift(element, float(self.window(element).edge_ev), e, m)  # type: ignore[arg-type]
+    def _resampled_many(self, element: str, spectra: Sequence[tuple[Sequence[float], Sequence[float]]],
+                        align: bool = True) -> tuple[np.ndarray, list[SpectrumError | None]]:
+        """Validate site spectra ``(energy, mu)`` and resample them onto the element grid (not yet normalized):
+        (rows [k, n_points], errors [k]; a row with an error is not to be used). Spectra of one length run
+        as one block (:func:`~xastopo.data.validation.validate_many`, :func:`resample_rows`); each spectrum
+        gets the error it gets alone (validation first, then the element's statistics, its edge, coverage).
+        ``align`` False: measured spectra, already aligned onto the reference edge by :meth:`measured_site`."""
+        errors, blocks = validate_many(spectra, self.min_points)
+        out = np.zeros((len(spectra), self.n_points))
+        for idx, e, m in blocks:
+            try:
+                grid = self.grid(element)
+            except SpectrumError:
+                for i in idx:
+                    errors[i] = self._window_error(element)
+                continue
+            if align and element in self.align_elements:
+                ref = float(self.window(element).edge_ev)  # type: ignore[arg-type]
+                shift = np.zeros(len(idx))
+                for r, i in enumerate(idx):
+                    try:
+                        shift[r] = self._edge_shift(element, ref, e[r], m[r])
+                    except SpectrumError as exc:
+                        errors[i] = exc
+                e = e + shift[:, None]
+            rows, found = resample_rows(e, m, grid, self.max_extrapolation_ev, self.flat_run_tol)
+            out[idx] = rows
+            for i, err in zip(idx, found, strict=True):
+                if errors[i] is None:
+                    errors[i] = err
+        return out, errors
 
     def _edge_shift(self, element: str, ref: float, e: np.ndarray, m: np.ndarray) -> float:
         """The shift putting the spectrum's rising edge on ``ref`` (fit and transform alike); an
@@ -293,50 +322,55 @@ class Preprocessor:
         a material whose sites fail has its SpectrumError (the first failing site's, in site order) and a
         row not to be used.
 
-        Why a batch: per spectrum, only validation and resampling loop (one ``np.interp`` each); the
-        normalization, the site combination and the standardization run once over every row (the
-        per-spectrum numpy calls were most of the service's preprocessing time). The arithmetic is the same,
-        value for value, as one material at a time (tested on every shipped spectrum)."""
+        Why a batch: the site spectra of one length are converted, validated and cut to their real ranges as
+        one block (:meth:`_resampled_many`), only ``np.interp`` runs per spectrum; the normalization, the site
+        combination and the standardization run once over every row (per-spectrum numpy calls were most of the
+        service's preprocessing time). The arithmetic is the same, value for value, as one material at a time
+        (tested on every shipped spectrum, and against ``np.interp`` of each real range)."""
         k = len(materials)
         errors: list[SpectrumError | None] = [None] * k
-        resampled: list[np.ndarray] = []
-        first: list[int] = []  # index into resampled of each material's first site
+        spectra: list[tuple[Sequence[float], Sequence[float]]] = []
+        first: list[int] = []  # index into spectra of each material's first site
         for j, sites in enumerate(materials):
-            first.append(len(resampled))
+            first.append(len(spectra))
             if len(sites) == 0:
                 errors[j] = SpectrumError("no_spectra", f"no spectra for element '{element}'", "spectra")
-                continue
-            for e, m, _ in sites:
-                try:
-                    resampled.append(self._resampled(element, e, m, align))
-                except SpectrumError as exc:
-                    errors[j] = exc
-                    break
-        first.append(len(resampled))
+            spectra.extend((e, m) for e, m, _ in sites)
+        first.append(len(spectra))
         out = np.zeros((k, self.n_points))
-        if not resampled:  # (an element without statistics fails every material, after validation as before)
+        if not spectra:
             return out, errors
-        normalized, ok = normalize_rows(np.stack(resampled), self.grid(element), self.post_edge_ev)
-        one, one_w = [], []  # materials of one usable site: combined in one pass below
-        for j, sites in enumerate(materials):
+        resampled, site_errors = self._resampled_many(element, spectra, align)
+        if element in self.elements:
+            normalized, ok = normalize_rows(resampled, self.grid(element), self.post_edge_ev)
+        else:  # every site has its error (validation's, else the element's)
+            normalized, ok = resampled, np.zeros(len(spectra), dtype=bool)
+        failed = {s for s, error in enumerate(site_errors) if error is not None}
+        if not ok.all():
+            failed.update(np.flatnonzero(~ok).tolist())
+        w = [float(site[2]) for sites in materials for site in sites]
+        one, one_rows, one_w = [], [], []  # materials of one usable site: combined in one pass below
+        for j in range(k):
             a, b = first[j], first[j + 1]
-            if a < b and not ok[a:b].all():
-                # a site without a rising edge; it fails before any later site's validation would
-                errors[j] = SpectrumError("no_edge_step", NO_EDGE_STEP, "mu")
             if errors[j] is not None:
                 continue
-            w = [float(site[2]) for site in sites]
-            if not all(x > 0 and math.isfinite(x) for x in w):
+            # the first failing site, in site order, fails the material (as when each site is done in turn)
+            s = next((s for s in range(a, b) if s in failed), None) if failed else None
+            if s is not None:
+                error = site_errors[s]
+                errors[j] = error if error is not None else SpectrumError("no_edge_step", NO_EDGE_STEP, "mu")
+            elif not all(x > 0 and math.isfinite(x) for x in w[a:b]):
                 errors[j] = SpectrumError("bad_weight", "site weights must be positive", "weight")
             elif b - a == 1:
                 one.append(j)
-                one_w.append(w[0])
+                one_rows.append(a)
+                one_w.append(w[a])
             else:
-                wa = np.asarray(w)
+                wa = np.asarray(w[a:b])
                 out[j] = (wa[:, None] * normalized[a:b]).sum(axis=0) / wa.sum()
-        if one:  # the same arithmetic as above for one site: (w * x) / w
+        if one:  # the same arithmetic as above for one site: (w * x) / w (a sum's 0 + turns -0.0 into 0.0)
             wa = np.asarray(one_w)[:, None]
-            out[one] = (0.0 + wa * normalized[[first[j] for j in one]]) / wa  # (a sum's 0 + turns -0.0 into 0.0)
+            out[one] = (0.0 + wa * normalized[one_rows]) / wa
         return out, errors
 
     # ------------------------------------------------------------ measured spectra
