@@ -144,6 +144,20 @@ def bound_graceful_shutdown(seconds: int) -> None:
         logger.info("graceful shutdown bounded to %d s (serving.shutdown_grace_s)", seconds)
 
 
+def freeze_startup_heap() -> None:
+    """Collect once, then take everything alive after start-up (modules, BentoML, the loaded artifact) out of
+    the garbage collector's sight (``gc.freeze``); what requests allocate is still collected.
+
+    Why: a worker holds well over 100,000 tracked objects once started, and every full (generation-2)
+    collection walked all of them (~25 ms on these cores), landing on whichever request was running: at 8
+    single-material clients the p99 latency was 73 ms, 29 ms with the start-up heap frozen (and 10 % less CPU
+    per 64-material request). Called at the end of each service's start-up."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def release_request_timers() -> None:
     """Make BentoML's per-request timeout release its timer when the request ends.
 
@@ -400,6 +414,18 @@ def model_failed(indices: Sequence[int]) -> Any:
                                     for i in indices]), status_code=422)
 
 
+def wire_item(x: np.ndarray, z: np.ndarray, has: np.ndarray) -> dict[str, bytes]:
+    """One material's validated arrays as the entry worker sends them to the model service: raw bytes
+    (float32 ``x`` [absorbers, n_points], int64 ``z``, float32 ``has``; ``XasTopoModel._item`` reads them back).
+
+    Why bytes: BentoML pickles a call with protocol 5 and sends every numpy array as its own out-of-band
+    buffer, written to the socket one by one: a 64-material call was 193 chunks, and pickling plus writing
+    them was ~15 % of the entry worker's time per request (py-spy); bytes travel inside the one pickle."""
+    return {"x": np.ascontiguousarray(x, dtype=np.float32).tobytes(),
+            "z": np.ascontiguousarray(z, dtype=np.int64).tobytes(),
+            "has": np.ascontiguousarray(has, dtype=np.float32).tobytes()}
+
+
 # BentoML's client to a dependency (``_bentoml_impl.client.proxy2.SessionManager``, 1.4.40 and upstream in April
 # 2026) replaces its aiohttp session every ``runner_connection.max_requests`` (default 100) calls or ``max_age``
 # (300 s) and *closes the old one at once*, under the calls still in flight on it: in the soak those calls hung
@@ -433,17 +459,24 @@ class XasTopoModel:
         self.batch_sizes: list[int] = []
         self.explaining = 0  # explanations running now (batch_stats: observability, tests)
         self._explaining_lock = threading.Lock()
+        freeze_startup_heap()
         logger.info("xastopo model %s v%s on %s", self.predictor.name, self.predictor.version,
                     self.predictor.provider)
 
     def _item(self, item: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = np.asarray(item["x"], dtype=np.float32)
-        z = np.asarray(item["z"], dtype=np.int64)
-        has = np.asarray(item["has"] if item.get("has") is not None else np.ones(len(z)), dtype=np.float32)
+        """An item's checked arrays: as :func:`wire_item` sends them (bytes), or as arrays or lists."""
+        x, z, has = item["x"], item["z"], item.get("has")
+        if isinstance(x, bytes) and isinstance(z, bytes):
+            x = np.frombuffer(x, dtype=np.float32).reshape(-1, self.n_points)  # a wrong size: ValueError
+            z = np.frombuffer(z, dtype=np.int64)
+            has = np.frombuffer(has, dtype=np.float32) if isinstance(has, bytes) else has
+        x = np.asarray(x, dtype=np.float32)
+        z = np.asarray(z, dtype=np.int64)
+        has = np.asarray(has if has is not None else np.ones(len(z)), dtype=np.float32)
         if (x.ndim != 2 or x.shape[1] != self.n_points or z.shape != (x.shape[0],) or has.shape != z.shape
                 or x.shape[0] == 0):
             raise ValueError(f"bad item shapes x{x.shape} z{z.shape} has{has.shape}")
-        if not np.all(np.isfinite(x)) or np.any(z < 1) or np.any(z > 118) or not np.all((has == 0) | (has == 1)):
+        if not np.isfinite(x).all() or (z < 1).any() or (z > 118).any() or not ((has == 0) | (has == 1)).all():
             raise ValueError("bad item values")
         return x, z, has
 
@@ -559,8 +592,8 @@ class XasTopo:
         depend on the values); a failed call (the model service still starting) is retried."""
         import asyncio
 
-        item = {"x": np.zeros((1, self.builder.preprocessor.n_points), dtype=np.float32),
-                "z": np.asarray([29], dtype=np.int64), "has": np.ones(1, dtype=np.float32)}
+        item = wire_item(np.zeros((1, self.builder.preprocessor.n_points), dtype=np.float32),
+                         np.asarray([29], dtype=np.int64), np.ones(1, dtype=np.float32))
         done, failures = 0, 0
         while done < self.settings.warmup_requests:
             try:
@@ -573,6 +606,7 @@ class XasTopo:
                 await asyncio.sleep(0.1)
         for size in (2, 4, 8):  # batches larger than one for the latency fit
             await asyncio.gather(*(self.model.to_async.infer([item]) for _ in range(size)), return_exceptions=True)
+        freeze_startup_heap()
         self.warm = True
         logger.info("warm-up done (%d model calls): ready", done + 14)
 
@@ -661,7 +695,7 @@ class XasTopo:
         answers from another artifact than this worker's: the model worker reloads the artifact if it
         restarts (killed, crashed), and when the artifact was replaced meanwhile its probabilities would
         come from another model than this worker's preprocessing, threshold and version."""
-        raw = await self._model(method, [{"x": x, "z": z, "has": has} for x, z, has in arrays])
+        raw = await self._model(method, [wire_item(x, z, has) for x, z, has in arrays])
         mine = str(self.builder.metadata["onnx_sha256"])
         if any(r is not None and r.get("model") != mine for r in raw):
             logger.error("model service runs another artifact than this worker loaded: restart the service")

@@ -122,3 +122,43 @@ def test_finite_values_whose_sum_overflows_are_accepted(good_body: dict) -> None
     spec["mu"] = [1e308] * len(spec["mu"])
     req = parse_request_json(json.dumps(body).encode())
     assert req.materials[0].spectra[0].mu == spec["mu"]
+
+
+def _depth(v: object) -> int:
+    """Nesting of a parsed JSON value, the reference for :func:`json_depth`."""
+    if isinstance(v, dict):
+        return 1 + max((_depth(x) for x in v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max((_depth(x) for x in v), default=0)
+    return 0
+
+
+def test_json_depth_is_the_parsed_nesting_with_brackets_and_quotes_inside_strings() -> None:
+    """Random bodies whose strings hold brackets (and, in half of them, escaped quotes and backslashes), above
+    and below the limit: the scan gives the parsed value's nesting whenever that is above the limit, and a
+    bound at least that deep otherwise (both the escape-free path the service takes and the escaped one)."""
+    import random
+
+    rnd = random.Random(7)
+    pieces = ["[", "]", "{", "}", "[[", "}}", "a", "1.5"]
+
+    def value(level: int, escapes: bool) -> object:
+        r = rnd.random()
+        if level > 40 or r < 0.3:
+            s = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 6)))
+            return s + ('"x\\' if escapes and rnd.random() < 0.5 else "")  # written \" and \\ in the body
+        if r < 0.65:
+            return [value(level + 1, escapes) for _ in range(rnd.randint(0, 3))]
+        return {f"k{i}{rnd.choice(pieces)}": value(level + 1, escapes) for i in range(rnd.randint(0, 3))}
+
+    seen = set()
+    for trial in range(400):
+        escapes = trial % 2 == 1
+        body = json.dumps(value(0, escapes)).encode()
+        want = _depth(json.loads(body))
+        for limit in (2, 6, 32):
+            got = json_depth(body, limit)
+            assert (got == want) if want > limit else (got >= want and (got <= limit) == (want <= limit)), (
+                body[:200], limit, want, got)
+        seen.add((b"\\" in body, want > 6))
+    assert seen == {(False, False), (False, True), (True, False), (True, True)}
