@@ -103,9 +103,15 @@ class MaterialSites:
 
     @classmethod
     def from_request(cls, material: MaterialIn) -> MaterialSites:
-        measured = {s.element: [("", None)] for s in material.spectra if s.kind == "experimental"}
-        return cls(material.material_id, {s.element: [(s.energy, s.mu, 1.0)] for s in material.spectra},
-                   {s.element: j for j, s in enumerate(material.spectra)}, material.formula,
+        spectra: dict[str, list[Site]] = {}
+        positions: dict[str, int] = {}
+        measured: dict[str, list[tuple[str, str | None]]] = {}
+        for j, s in enumerate(material.spectra):  # one pass (this runs for every material of every request)
+            spectra[s.element] = [(s.energy, s.mu, 1.0)]
+            positions[s.element] = j
+            if s.kind == "experimental":
+                measured[s.element] = [("", None)]
+        return cls(material.material_id, spectra, positions, material.formula,
                    tuple(material.elements) if material.elements is not None else None, measured or None)
 
     def composition(self, index: int) -> list[str]:
@@ -249,10 +255,13 @@ class InputBuilder:
         has = np.zeros(len(composition), dtype=np.float32)
         x = np.zeros((len(composition), self.preprocessor.n_points), dtype=np.float32)  # by type: zeros
         for a, el in enumerate(composition):
-            if el in m.spectra:
+            if done is not None and el in done:  # transformed with the batch (computed spectra only)
+                x[a] = done[el]
+                has[a] = 1.0
+            elif el in m.spectra:
                 sites = self._sites(index, m, el)  # measured: checked and normalized even if read by type
                 if el in self.preprocessor.elements:
-                    x[a] = done[el] if done is not None and el in done else self._transform(index, m, el, sites)
+                    x[a] = self._transform(index, m, el, sites)
                     has[a] = 1.0
                 else:
                     notes.append(f"{el}: no training spectra for this element; used by its type only")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -348,29 +347,31 @@ class Preprocessor:
         failed = {s for s, error in enumerate(site_errors) if error is not None}
         if not ok.all():
             failed.update(np.flatnonzero(~ok).tolist())
-        w = [float(site[2]) for sites in materials for site in sites]
-        one, one_rows, one_w = [], [], []  # materials of one usable site: combined in one pass below
+        w = np.asarray([float(site[2]) for sites in materials for site in sites])
+        weightless = set(np.flatnonzero(~((w > 0) & np.isfinite(w))).tolist())
+        one: list[int] = []  # materials of one usable site: combined in one pass below
+        multi: list[int] = []
         for j in range(k):
-            a, b = first[j], first[j + 1]
             if errors[j] is not None:
                 continue
-            # the first failing site, in site order, fails the material (as when each site is done in turn)
-            s = next((s for s in range(a, b) if s in failed), None) if failed else None
-            if s is not None:
-                error = site_errors[s]
-                errors[j] = error if error is not None else SpectrumError("no_edge_step", NO_EDGE_STEP, "mu")
-            elif not all(x > 0 and math.isfinite(x) for x in w[a:b]):
-                errors[j] = SpectrumError("bad_weight", "site weights must be positive", "weight")
-            elif b - a == 1:
-                one.append(j)
-                one_rows.append(a)
-                one_w.append(w[a])
-            else:
-                wa = np.asarray(w[a:b])
-                out[j] = (wa[:, None] * normalized[a:b]).sum(axis=0) / wa.sum()
-        if one:  # the same arithmetic as above for one site: (w * x) / w (a sum's 0 + turns -0.0 into 0.0)
-            wa = np.asarray(one_w)[:, None]
-            out[one] = (0.0 + wa * normalized[one_rows]) / wa
+            a, b = first[j], first[j + 1]
+            if failed or weightless:  # the first failing site, in site order, fails the material (as when each
+                s = next((s for s in range(a, b) if s in failed), None)  # site is done in turn), then weights
+                if s is not None:
+                    error = site_errors[s]
+                    errors[j] = error if error is not None else SpectrumError("no_edge_step", NO_EDGE_STEP, "mu")
+                    continue
+                if any(s in weightless for s in range(a, b)):
+                    errors[j] = SpectrumError("bad_weight", "site weights must be positive", "weight")
+                    continue
+            (one if b - a == 1 else multi).append(j)
+        if one:  # the arithmetic of the sum below for one site: (w * x) / w (a sum's 0 + turns -0.0 into 0.0)
+            rows = [first[j] for j in one]
+            wa = w[rows][:, None]
+            out[one] = (0.0 + wa * normalized[rows]) / wa
+        for j in multi:
+            a, b = first[j], first[j + 1]
+            out[j] = (w[a:b, None] * normalized[a:b]).sum(axis=0) / w[a:b].sum()
         return out, errors
 
     # ------------------------------------------------------------ measured spectra
