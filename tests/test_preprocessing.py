@@ -399,6 +399,31 @@ def test_batched_resampling_is_np_interp_on_each_real_range(split_records):
     assert checked > 500
 
 
+def test_resample_rows_is_np_interp_of_the_real_range_wherever_the_grid_lies() -> None:
+    """``resample_rows`` (a block of rows, each cut to its own real range) on synthetic rows with flat copied
+    ends, for grids that start or end exactly on a data point, lie inside one interval, straddle the real
+    range, or lie wholly before or after it (held ends; a wide extrapolation allowance so none is refused):
+    every value is np.interp's over that row's real range, bit for bit."""
+    from xastopo.data.validation import real_ranges
+    from xastopo.preprocessing.spectrum import resample_rows
+
+    rng = np.random.default_rng(11)
+    e = np.sort(rng.uniform(0.0, 100.0, size=(6, 60)), axis=1)
+    m = rng.normal(size=(6, 60)).cumsum(axis=1)
+    m[1, :7], m[2, -9:], m[3, :4], m[3, -5:] = m[1, 7], m[2, -10], m[3, 4], m[3, -6]  # copied flat ends
+    lo, hi = real_ranges(e, m)
+    grids = [np.linspace(e[0, 10], e[0, 30], 50), np.linspace(e[0, 10] - 1e-9, e[0, 30], 50),
+             np.linspace(e[0, 20] + 1e-3, e[0, 21] - 1e-3, 7), np.linspace(-20.0, 130.0, 200),
+             np.linspace(-30.0, -10.0, 9), np.linspace(110.0, 140.0, 9), np.linspace(e[2, 50], 100.0, 20),
+             np.concatenate([e[4, 5:40:3], [e[4, 41]]])]
+    for grid in grids:
+        out, errors = resample_rows(e, m, grid, max_extrapolation_ev=1e3)
+        assert all(err is None for err in errors)
+        for r in range(len(e)):
+            want = np.interp(grid, e[r, lo[r]:hi[r] + 1], m[r, lo[r]:hi[r] + 1])
+            np.testing.assert_array_equal(out[r], want)
+
+
 def test_light_element_windows_relative_to_each_edge_keep_the_simulated_o_records():
     """FEFF10 O K edges of oxides lie several eV apart: on absolute energy the fitted O window starts above
     many of them and those records fail ("no rising edge"); windowed relative to each spectrum's edge

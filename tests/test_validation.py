@@ -160,3 +160,4 @@ def test_real_ranges_is_real_range_per_row():
             moving = np.flatnonzero(np.abs(np.diff(m)) > tol)
             want = (0, 29) if moving.size == 0 else (int(moving[0]), int(moving[-1]) + 1)
             assert (int(lo[r]), int(hi[r])) == want == real_range(np.arange(30.0), m, tol), (r, tol)
+    assert real_range(np.arange(1.0), np.ones(1)) == (0, 0) and real_range(np.arange(0.0), np.ones(0)) == (0, -1)

@@ -134,8 +134,8 @@ def real_ranges(energy: np.ndarray, mu: np.ndarray, tol: float = 0.0) -> tuple[n
     """:func:`real_range` of ``k`` spectra of one length ([k, n] arrays) at once: (lo [k], hi [k])."""
     moving = np.abs(mu[:, 1:] - mu[:, :-1]) > tol
     n = mu.shape[1]
-    if n < 2:
-        return np.zeros(len(mu), dtype=np.intp), np.zeros(len(mu), dtype=np.intp)
+    if n < 2:  # nothing can move: the whole spectrum (as the single-spectrum rule: [0, n - 1])
+        return np.zeros(len(mu), dtype=np.intp), np.full(len(mu), n - 1, dtype=np.intp)
     any_moving = moving.any(axis=1)
     lo = np.where(any_moving, moving.argmax(axis=1), 0)
     hi = np.where(any_moving, n - 1 - moving[:, ::-1].argmax(axis=1), n - 1)
