@@ -19,7 +19,9 @@ same halves in one process):
   already-validated per-material arrays ``{x, z, has}``; BentoML's adaptive batching merges the
   materials of concurrent requests (``serving.max_batch_size`` / ``serving.max_latency_ms``) into one
   ONNX Runtime call (:meth:`~xastopo.inference.Predictor.outputs`), answering ``{probability,
-  uncertainty}`` per item. A malformed item only fails itself, never the rest of a shared batch.
+  uncertainty}`` per item. A malformed item only fails itself, never the rest of a shared batch. A request of
+  ``serving.max_batch_size`` materials or more is a batch on its own and goes to ``infer_whole`` (the same
+  code, past the batch queue, where BentoML's batcher held it back waiting for run-mates).
 
 Settings are read when a service starts (``xastopo.config.serving_settings``: ``serving:`` of
 params.yaml, found by the one path rule of ``xastopo.config``; ``XASTOPO_MODEL_DIR`` overrides
@@ -456,7 +458,8 @@ class XasTopoModel:
         self.sha = str(self.predictor.metadata["onnx_sha256"])  # which artifact answered (XasTopo.model_results)
         self.explain_concurrency = load_or_exit(config.serving_settings).explain_concurrency
         self._explain_limiter: Any = None  # an anyio.CapacityLimiter, made in the event loop on first use
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: list[int] = []  # materials per call of the batched infer (recent ones)
+        self.whole_sizes: list[int] = []  # materials per call of infer_whole (recent ones)
         self.explaining = 0  # explanations running now (batch_stats: observability, tests)
         self._explaining_lock = threading.Lock()
         freeze_startup_heap()
@@ -494,6 +497,20 @@ class XasTopoModel:
         NaN for an item that cannot be run (it alone fails, not the batch)."""
         self.batch_sizes.append(len(items))
         del self.batch_sizes[:-1000]
+        return self._infer(items)
+
+    @bentoml.api
+    def infer_whole(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``infer`` without the batch queue, for a request of ``serving.max_batch_size`` materials or more (a
+        batch on its own). Why: BentoML's batcher counts queued *calls*, not materials, so it held a lone
+        64-material call back for run-mates (about its learned average wait): at one client, p50 38-43 ms against
+        10 ms unbatched (benchmarks/service_load.py)."""
+        self.whole_sizes.append(len(items))
+        del self.whole_sizes[:-1000]
+        return self._infer(items)
+
+    def _infer(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The one implementation of ``infer`` and ``infer_whole``."""
         failed = {"probability": math.nan, "uncertainty": None, "model": self.sha}
         out: list[dict[str, Any]] = [dict(failed) for _ in items]
         good: list[int] = []
@@ -555,10 +572,11 @@ class XasTopoModel:
 
     @bentoml.api
     async def batch_stats(self) -> dict[str, Any]:
-        """Sizes (materials) of the most recent batches this worker ran, and how many explanations are
-        running now (observability, tests). Async: answered on the event loop, never queued behind an
-        API's thread."""
-        return {"batch_sizes": list(self.batch_sizes), "explaining": self.explaining}
+        """Sizes (materials) of the most recent batches this worker ran (``batch_sizes``: through the batch
+        queue; ``whole_sizes``: requests that were a batch on their own), and how many explanations are running
+        now (observability, tests). Async: answered on the event loop, never queued behind an API's thread."""
+        return {"batch_sizes": list(self.batch_sizes), "whole_sizes": list(self.whole_sizes),
+                "explaining": self.explaining}
 
 
 @bentoml.service(name="xastopo", workers=declared().workers, traffic={"timeout": 120})
@@ -687,7 +705,8 @@ class XasTopo:
     async def model_results(self, method: str, arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
                             ) -> list[dict[str, Any] | None]:
         """The one checked path from the model service to an answer (``/predict``, ``/explain`` and the
-        page): the model service's ``method`` ("infer" or "explain") on validated arrays → per material
+        page): the model service's ``method`` ("infer" or "explain"; "infer" of ``serving.max_batch_size``
+        materials or more goes to ``infer_whole``, past the batch queue) on validated arrays → per material
         its result, or None where the model gave no finite probability (the caller answers 4xx naming
         that material, or the page's batch writes it as an invalid row).
 
@@ -695,6 +714,8 @@ class XasTopo:
         answers from another artifact than this worker's: the model worker reloads the artifact if it
         restarts (killed, crashed), and when the artifact was replaced meanwhile its probabilities would
         come from another model than this worker's preprocessing, threshold and version."""
+        if method == "infer" and len(arrays) >= self.settings.max_batch_size:
+            method = "infer_whole"  # a batch on its own: straight to the model, not through the batch queue
         raw = await self._model(method, [wire_item(x, z, has) for x, z, has in arrays])
         mine = str(self.builder.metadata["onnx_sha256"])
         if any(r is not None and r.get("model") != mine for r in raw):

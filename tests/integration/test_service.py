@@ -388,6 +388,30 @@ def test_concurrent_clients_are_batched_and_bad_ones_fail_alone(server: Server, 
     assert max(sizes) > 1, f"no request was batched with another: {sizes}"
 
 
+def test_a_request_of_a_whole_batch_goes_past_the_batch_queue(server: Server, exported_model_dir: Path,
+                                                               sample_request: dict) -> None:
+    """A request of ``serving.max_batch_size`` materials is a batch on its own: the model worker runs it through
+    ``infer_whole`` (``whole_sizes``), not the batch queue (``batch_sizes`` unchanged), with the library's
+    answers; one material fewer still goes through the queue."""
+    limit = int(yaml.safe_load((server.log.parent / "params.yaml").read_text())["serving"]["max_batch_size"])
+    mats = sample_request["materials"]
+    body = {"materials": [{**mats[i % len(mats)], "material_id": f"m{i}"} for i in range(limit)]}
+    ref = reference(exported_model_dir, body)
+    before = post(server, "/batch_stats").json()
+    r = post(server, "/predict", body)
+    assert r.status_code == 200, r.text
+    assert_same(r.json()["predictions"], ref)
+    after = post(server, "/batch_stats").json()
+    assert after["whole_sizes"][len(before["whole_sizes"]):] == [limit]
+    assert after["batch_sizes"] == before["batch_sizes"]
+    r = post(server, "/predict", {"materials": body["materials"][1:]})
+    assert r.status_code == 200, r.text
+    assert_same(r.json()["predictions"], ref[1:])
+    last = post(server, "/batch_stats").json()
+    assert last["whole_sizes"] == after["whole_sizes"]
+    assert sum(last["batch_sizes"][len(after["batch_sizes"]):]) == limit - 1
+
+
 @pytest.mark.parametrize("damage", ["missing", "corrupted_metadata", "checksum_mismatch", "corrupted_onnx"])
 def test_bad_artifact_stops_startup_with_one_clear_message(tmp_path: Path, exported_model_dir: Path,
                                                            damage: str) -> None:
