@@ -473,3 +473,27 @@ def test_light_element_windows_relative_to_each_edge_keep_the_simulated_o_record
                                   aligned.transform("O", [(e0, m0, 1.0)]))
     with pytest.raises(ValueError, match="align_to_edge needs the featurize.measured"):
         Preprocessor(**{**{k: v for k, v in aligned.to_dict().items() if k != "elements"}, "measured": None})
+
+
+def test_odd_inputs_off_the_service_path_keep_clear_errors() -> None:
+    """Callers other than the service (library, parquet): float32 energies are checked for coverage in float64
+    as before; a weight that is not a number is a ``bad_weight`` of its material only where its sites pass (a
+    material whose first site fails keeps that site's error), never a TypeError for the whole batch; an integer
+    beyond float range is ``not_numeric``."""
+    e = np.linspace(100.0, 200.0, 50)
+    m = np.arctan(e - 150.0) + 2.0
+    grid = np.linspace(100.0 - 1e-8, 150.0, 20)
+    for energy in (e, e.astype(np.float32)):
+        with pytest.raises(SpectrumError) as ei:
+            resample_linear(energy, m, grid)
+        assert ei.value.reason == "window_not_covered"
+    pre = cu_pre()
+    x = np.linspace(CU_WINDOW.lo - 5, CU_WINDOW.hi + 5, 60)
+    y = np.arctan(x - 8995.0) + 2.0
+    _, errors = pre.element_spectra("Cu", [[(x[:5], y[:5], None)], [(x, y, None)], [(x, y, 1.0)]])
+    assert [err.reason if err else None for err in errors] == ["too_few_points", "bad_weight", None]
+    from xastopo.data.validation import validate_spectrum
+
+    with pytest.raises(SpectrumError) as ei:
+        validate_spectrum([10**400] * 30, list(range(30)))
+    assert ei.value.reason == "not_numeric"

@@ -28,7 +28,7 @@ def validate_spectrum(
     try:
         e = np.asarray(energy, dtype=np.float64)
         m = np.asarray(mu, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer beyond float range
         raise SpectrumError("not_numeric", f"energy/mu must be numbers ({exc})", "energy") from exc
     if e.ndim != 1 or m.ndim != 1:
         raise SpectrumError("not_1d", "energy and mu must be one-dimensional lists", "energy")
@@ -96,7 +96,7 @@ def validate_many(
         try:
             e = np.asarray([spectra[i][0] for i in idx], dtype=np.float64)
             m = np.asarray([spectra[i][1] for i in idx], dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             alone.extend(idx)
             continue
         if e.shape != (len(idx), n) or m.shape != e.shape:

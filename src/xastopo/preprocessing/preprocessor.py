@@ -29,6 +29,14 @@ from xastopo.preprocessing.measured import MeasuredSettings, NormalizedSpectrum,
 from xastopo.preprocessing.spectrum import NO_EDGE_STEP, normalize_on_grid, normalize_rows, resample_rows
 
 
+def _number_or_nan(value: object) -> float:
+    """A site weight as a float, NaN when it is not a number (the material then fails with ``bad_weight``)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 @functools.lru_cache(maxsize=256)
 def _grid(lo: float, hi: float, n_points: int) -> np.ndarray:
     """``np.linspace(lo, hi, n_points)``, made once per window and shared read-only."""
@@ -347,7 +355,10 @@ class Preprocessor:
         failed = {s for s, error in enumerate(site_errors) if error is not None}
         if not ok.all():
             failed.update(np.flatnonzero(~ok).tolist())
-        w = np.asarray([float(site[2]) for sites in materials for site in sites])
+        try:
+            w = np.asarray([float(site[2]) for sites in materials for site in sites])
+        except (TypeError, ValueError):  # a weight that is not a number: NaN here, so it fails as bad_weight
+            w = np.asarray([_number_or_nan(site[2]) for sites in materials for site in sites])  # where reached
         weightless = set(np.flatnonzero(~((w > 0) & np.isfinite(w))).tolist())
         one: list[int] = []  # materials of one usable site: combined in one pass below
         multi: list[int] = []

@@ -25,8 +25,9 @@ def resample_linear(
     beyond the real data are held constant (as the source processing did); further is an error
     naming the energy range that is needed. (One row of :func:`resample_rows`.)
     """
-    out, errors = resample_rows(np.asarray(energy)[None, :], np.asarray(mu)[None, :], grid, max_extrapolation_ev,
-                                flat_run_tol)
+    # float64 first (exact for float32 input): the coverage check compares in the grid's precision, as before
+    e, m = np.asarray(energy, dtype=np.float64), np.asarray(mu, dtype=np.float64)
+    out, errors = resample_rows(e[None, :], m[None, :], grid, max_extrapolation_ev, flat_run_tol)
     if errors[0] is not None:
         raise errors[0]
     return out[0]
