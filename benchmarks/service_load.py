@@ -65,15 +65,22 @@ def in_process(model_dir: Path, bodies: list[dict], seconds: float) -> dict:
     return {"materials_per_s": round(best, 1)}
 
 
-def locust_run(url: str, bodies_file: Path, users: int, duration: int, out: Path) -> dict:
-    prefix = out / f"u{users}"
+def run_locust(url: str, bodies_file: Path, users: int, duration: int, prefix: Path) -> list[dict[str, str]]:
+    """One headless locust run of ``users`` closed-loop users posting ``bodies_file``'s bodies (locustfile.py) for
+    ``duration`` seconds: the rows of its stats CSV (one per request name, then "Aggregated"); its CSVs are
+    written at ``prefix``."""
     env = {**os.environ, "XASTOPO_LOAD_BODIES": str(bodies_file)}
     cmd = [str(BIN / "locust"), "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--headless", "-u", str(users),
            "-r", str(users), "-t", f"{duration}s", "--host", url, "--csv", str(prefix), "--only-summary",
            "--stop-timeout", "10", "--loglevel", "ERROR"]
     subprocess.run(cmd, env=env, check=False, capture_output=True, timeout=duration + 120)
     with open(f"{prefix}_stats.csv") as fh:
-        agg = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
+        return list(csv.DictReader(fh))
+
+
+def locust_run(url: str, bodies_file: Path, users: int, duration: int, out: Path) -> dict:
+    prefix = out / f"u{users}"
+    agg = next(r for r in run_locust(url, bodies_file, users, duration, prefix) if r["Name"] == "Aggregated")
     failures: dict[str, int] = {}
     with open(f"{prefix}_failures.csv") as fh:
         for r in csv.DictReader(fh):

@@ -12,17 +12,12 @@ model worker with it, which the one-size runs of ``benchmarks/service_load.py`` 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 
 from real_requests import ROOT, default_model_dir, real_materials
-from service_load import bodies_of, start
-
-from xastopo.local_server import BIN
+from service_load import bodies_of, run_locust, start
 
 RESULTS = ROOT / "benchmarks" / "results" / "service_mixed.json"
 
@@ -46,17 +41,10 @@ def main() -> None:
         (tmp / "bodies.json").write_text(json.dumps(bodies))
         srv = start(model_dir, True, tmp)
         try:
-            env = {**os.environ, "XASTOPO_LOAD_BODIES": str(tmp / "bodies.json")}
-            cmd = [str(BIN / "locust"), "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--headless",
-                   "-u", str(args.concurrency), "-r", str(args.concurrency), "-t", f"{args.duration}s",
-                   "--host", srv.url, "--csv", str(tmp / "mixed"), "--only-summary", "--stop-timeout", "10",
-                   "--loglevel", "ERROR"]
-            subprocess.run(cmd, env=env, check=False, capture_output=True, timeout=args.duration + 120)
-            with open(tmp / "mixed_stats.csv") as fh:
-                for r in csv.DictReader(fh):
-                    rows.append({"name": r["Name"], "requests": int(r["Request Count"]),
-                                 "failures": int(r["Failure Count"]), "req_per_s": round(float(r["Requests/s"]), 1),
-                                 "p50_ms": float(r["50%"]), "p95_ms": float(r["95%"]), "p99_ms": float(r["99%"])})
+            for r in run_locust(srv.url, tmp / "bodies.json", args.concurrency, args.duration, tmp / "mixed"):
+                rows.append({"name": r["Name"], "requests": int(r["Request Count"]),
+                             "failures": int(r["Failure Count"]), "req_per_s": round(float(r["Requests/s"]), 1),
+                             "p50_ms": float(r["50%"]), "p95_ms": float(r["95%"]), "p99_ms": float(r["99%"])})
         finally:
             srv.stop()
     result = {"model_dir": str(model_dir), "duration_s": args.duration, "concurrency": args.concurrency,

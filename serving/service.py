@@ -42,6 +42,7 @@ import math
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -458,8 +459,8 @@ class XasTopoModel:
         self.sha = str(self.predictor.metadata["onnx_sha256"])  # which artifact answered (XasTopo.model_results)
         self.explain_concurrency = load_or_exit(config.serving_settings).explain_concurrency
         self._explain_limiter: Any = None  # an anyio.CapacityLimiter, made in the event loop on first use
-        self.batch_sizes: list[int] = []  # materials per call of the batched infer (recent ones)
-        self.whole_sizes: list[int] = []  # materials per call of infer_whole (recent ones)
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # materials per call of the batched infer (recent ones)
+        self.whole_sizes: deque[int] = deque(maxlen=1000)  # materials per call of infer_whole (recent ones)
         self.explaining = 0  # explanations running now (batch_stats: observability, tests)
         self._explaining_lock = threading.Lock()
         freeze_startup_heap()
@@ -496,7 +497,6 @@ class XasTopoModel:
         {probability: P(topological), uncertainty: float or None (a model without one)}; probability
         NaN for an item that cannot be run (it alone fails, not the batch)."""
         self.batch_sizes.append(len(items))
-        del self.batch_sizes[:-1000]
         return self._infer(items)
 
     @bentoml.api
@@ -506,7 +506,6 @@ class XasTopoModel:
         64-material call back for run-mates (about its learned average wait): at one client, p50 38-43 ms against
         10 ms unbatched (benchmarks/service_load.py)."""
         self.whole_sizes.append(len(items))
-        del self.whole_sizes[:-1000]
         return self._infer(items)
 
     def _infer(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -30,7 +30,8 @@ from xastopo.preprocessing.spectrum import NO_EDGE_STEP, normalize_on_grid, norm
 
 
 def _number_or_nan(value: object) -> float:
-    """A site weight as a float, NaN when it is not a number (the material then fails with ``bad_weight``)."""
+    """A site weight as a float, NaN when it is not a number (the material then fails with ``bad_weight`` where its
+    sites pass, instead of a TypeError for every material of the batch)."""
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -275,15 +276,16 @@ class Preprocessor:
         ``align`` False: measured spectra, already aligned onto the reference edge by :meth:`measured_site`."""
         errors, blocks = validate_many(spectra, self.min_points)
         out = np.zeros((len(spectra), self.n_points))
-        for idx, e, m in blocks:
-            try:
-                grid = self.grid(element)
-            except SpectrumError:
+        if element not in self.elements:  # every valid spectrum gets the element's error
+            for idx, _, _ in blocks:
                 for i in idx:
                     errors[i] = self._window_error(element)
-                continue
-            if align and element in self.align_elements:
-                ref = float(self.window(element).edge_ev)  # type: ignore[arg-type]
+            return out, errors
+        grid = self.grid(element)
+        aligned = align and element in self.align_elements
+        ref = float(self.elements[element].edge_ev) if aligned else 0.0  # type: ignore[arg-type]
+        for idx, e, m in blocks:
+            if aligned:
                 shift = np.zeros(len(idx))
                 for r, i in enumerate(idx):
                     try:
@@ -355,10 +357,7 @@ class Preprocessor:
         failed = {s for s, error in enumerate(site_errors) if error is not None}
         if not ok.all():
             failed.update(np.flatnonzero(~ok).tolist())
-        try:
-            w = np.asarray([float(site[2]) for sites in materials for site in sites])
-        except (TypeError, ValueError):  # a weight that is not a number: NaN here, so it fails as bad_weight
-            w = np.asarray([_number_or_nan(site[2]) for sites in materials for site in sites])  # where reached
+        w = np.asarray([_number_or_nan(site[2]) for sites in materials for site in sites])
         weightless = set(np.flatnonzero(~((w > 0) & np.isfinite(w))).tolist())
         one: list[int] = []  # materials of one usable site: combined in one pass below
         multi: list[int] = []
