@@ -497,3 +497,22 @@ def test_odd_inputs_off_the_service_path_keep_clear_errors() -> None:
     with pytest.raises(SpectrumError) as ei:
         validate_spectrum([10**400] * 30, list(range(30)))
     assert ei.value.reason == "not_numeric"
+
+
+def test_edge_steps_of_a_batch_are_each_rows_own():
+    """``edge_steps`` of a batch: every row's post-edge sum is the one numpy gives that row alone as a 1-D
+    array, bit for bit, for batch sizes 1 to 10,000 and post-edge widths from one point to the whole grid
+    (a boolean column selection comes back in Fortran order, where ``sum(axis=1)`` would add column by
+    column and change the last bits with the batch size)."""
+    from xastopo.data.quality import edge_steps
+
+    rng = np.random.default_rng(3)
+    e = np.linspace(8979.0, 9035.0, 200)
+    for k in (1, 2, 3, 7, 64, 257, 10_000):
+        rows = rng.normal(size=(k, 200)).cumsum(axis=1) * 10.0 ** rng.uniform(-3, 3, size=(k, 1))
+        for post_edge_ev in (0.0, 5.0, 10.0, 33.3, 56.0):
+            pre, step = edge_steps(e, rows, post_edge_ev)
+            sub = rows[:, e >= e[-1] - post_edge_ev]
+            want = np.array([np.add.reduce(np.array(r)) for r in sub]) / sub.shape[1] - rows[:, 0]
+            np.testing.assert_array_equal(step, want)
+            np.testing.assert_array_equal(pre, rows[:, 0])

@@ -68,3 +68,32 @@ def test_prediction_defaults_keep_old_answers() -> None:
     p = Prediction(material_id="a", probability_topological=0.5, label="trivial", elements_used=["Cu"])
     assert p.uncertainty is None and p.elements_with_spectrum == [] and p.elements_by_type == []
     assert p.composition_only is False
+
+
+def test_material_sites_composition_is_cached_but_named_per_material() -> None:
+    """``MaterialSites.composition_z`` caches compositions by (formula, elements, spectra's elements): a
+    cached refusal still names the asking material's own index and the position of its own spectrum, a
+    refusal is raised again on every call, and the shared Z array cannot be written."""
+    from xastopo.inference import InputError, MaterialSites
+
+    site = [(ENERGY, MU, 1.0)]
+    first = MaterialSites("a", {"Cu": site, "Se": site}, {"Cu": 0, "Se": 1}, formula="Bi2Se3")
+    second = MaterialSites("b", {"Cu": site, "Se": site}, {"Se": 0, "Cu": 1}, formula="Bi2Se3")
+    for index, m, field in ((3, first, "spectra[0].element"), (7, second, "spectra[1].element"),
+                            (3, first, "spectra[0].element")):
+        with pytest.raises(InputError) as info:
+            m.composition_z(index)
+        assert (info.value.index, info.value.field) == (index, field)
+        assert "'Cu' is not in the formula 'Bi2Se3'" in info.value.message
+    with pytest.raises(InputError) as info:
+        MaterialSites("c", {}, {}, formula="Bi2Xx3").composition_z(2)
+    assert (info.value.index, info.value.field) == (2, "formula") and "Xx" in info.value.message
+    with pytest.raises(InputError) as info:
+        MaterialSites("d", {}, {}, elements=("Bi", "Qq")).composition_z(4)
+    assert (info.value.index, info.value.field) == (4, "elements[1]")
+    els, z = MaterialSites("e", {"Se": site}, {"Se": 0}, formula="Bi2Se3").composition_z(0)
+    again = MaterialSites("f", {"Se": site}, {"Se": 0}, formula="Bi2Se3").composition_z(1)[1]
+    assert els == ("Se", "Bi") and z.tolist() == [34, 83] and again is z
+    with pytest.raises(ValueError):
+        z[0] = 1
+    assert MaterialSites("g", {"Se": site}, {"Se": 0}, formula="Bi2Se3").composition(0) == ["Se", "Bi"]

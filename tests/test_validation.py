@@ -123,6 +123,9 @@ def test_validate_many_gives_each_spectrum_the_error_it_gets_alone():
         (E, MU[:-1]), ([], []), (["a"] * len(E), MU), (np.ones((5, 5)), np.ones((5, 5))), (None, MU),
         ([[1.0, 2.0]] * len(E), MU), (list(E[:-1]) + [[1.0]], MU), (E.astype(np.float32), MU), (nan_e, nan_m),
         ([str(v) for v in E], MU), (E[:25], MU[:25] * 2),
+        # lists of Python numbers that are not floats (array('d') takes them; the values must be numpy's)
+        ([int(v) for v in E], list(MU)), (list(E), [True] + list(MU[1:])), ([np.float32(v) for v in E], list(MU)),
+        (list(E[:-1]) + [10**400], list(MU)), (list(E), [str(v) for v in MU]), (list(E), list(MU)),
     ]
     errors, blocks = validate_many(spectra, min_points=20)
     got = {i: (e[r], m[r]) for idx, e, m in blocks for r, i in enumerate(idx)}
@@ -161,3 +164,23 @@ def test_real_ranges_is_real_range_per_row():
             want = (0, 29) if moving.size == 0 else (int(moving[0]), int(moving[-1]) + 1)
             assert (int(lo[r]), int(hi[r])) == want == real_range(np.arange(30.0), m, tol), (r, tol)
     assert real_range(np.arange(1.0), np.ones(1)) == (0, 0) and real_range(np.arange(0.0), np.ones(0)) == (0, -1)
+
+
+def test_stack_rows_is_numpys_conversion():
+    """``stack_rows`` (lists of Python floats copied through ``array('d')``, anything else through numpy) gives
+    exactly ``np.asarray(rows, float64)``: the same values and the same refusal, whatever the rows hold."""
+    from xastopo.data.validation import stack_rows
+
+    rng = np.random.default_rng(5)
+    floats = [list(rng.normal(size=30) * 10.0 ** rng.integers(-300, 300)) for _ in range(7)]
+    cases = [floats, [list(range(30))] * 3, [[True, False] * 15, floats[0]], [np.arange(30.0), floats[1]],
+             [[np.float32(v) for v in floats[2]], floats[3]], [[str(v) for v in floats[4]], floats[5]],
+             [(*floats[6],), floats[0]], [floats[0][:-1] + [None]]]  # None: numpy's NaN (validation refuses it)
+    for rows in cases:
+        np.testing.assert_array_equal(stack_rows(rows, 30), np.asarray(rows, dtype=np.float64))
+        assert stack_rows(rows, 30).dtype == np.float64 and stack_rows(rows, 30).shape == (len(rows), 30)
+    for rows in ([floats[0][:-1] + [10**400]], [floats[0][:-1] + ["x"]], [floats[0][:-1] + [[1.0]]]):
+        with pytest.raises((TypeError, ValueError, OverflowError)) as numpy_error:
+            np.asarray(rows, dtype=np.float64)
+        with pytest.raises(numpy_error.type):
+            stack_rows(rows, 30)

@@ -33,6 +33,7 @@ model needs travels in the artifact, and the feature layout of its family comes 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,59 @@ COMPOSITION_ONLY_WARNING = ("composition only: no spectrum was read; the answer 
                             "types alone")
 
 
+class _CompositionError(Exception):
+    """Why a composition cannot be read: the field (``element`` set: that element's spectrum) and words."""
+
+    def __init__(self, field: str, message: str, element: str | None = None) -> None:
+        super().__init__(message)
+        self.field, self.message, self.element = field, message, element
+
+
+@functools.lru_cache(maxsize=4096)
+def _composition(formula: str | None, elements: tuple[str, ...] | None, spectra: tuple[str, ...]
+                 ) -> tuple[tuple[str, ...], np.ndarray]:
+    """(elements sorted by Z, their Z) of a material given by ``formula`` or ``elements`` (neither: its
+    spectra's elements), checking that every spectrum's element belongs to it; :class:`_CompositionError`
+    otherwise. Cached (bounded): a request's materials mostly repeat a few compositions, and parsing,
+    sorting and the Z array per material were a fifth of the service's per-material Python time. The
+    Z array is shared between answers, so it is read-only."""
+    if formula is not None:
+        try:
+            given: set[str] | None = set(parse_formula(formula))
+        except ValueError as exc:
+            raise _CompositionError("formula", str(exc)) from None
+        name = f"the formula '{formula}'"
+    elif elements is not None:
+        given, name = set(elements), f"elements [{', '.join(elements)}]"
+        for j, el in enumerate(elements):
+            try:
+                atomic_number(el)
+            except KeyError as exc:
+                raise _CompositionError(f"elements[{j}]", str(exc.args[0])) from None
+    else:
+        given, name = None, ""
+    for el in spectra:
+        try:
+            atomic_number(el)
+        except KeyError as exc:
+            raise _CompositionError("element", f"{el}: {exc.args[0]}", el) from None
+        if given is not None and el not in given:
+            raise _CompositionError("element", f"'{el}' is not in {name}", el)
+    els = tuple(sorted(given if given is not None else set(spectra), key=atomic_number))
+    z = np.asarray([atomic_number(el) for el in els], dtype=np.int64)
+    z.flags.writeable = False
+    return els, z
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(n: int) -> np.ndarray:
+    """A read-only float32 vector of ``n`` ones (``has`` of a material whose every element has its spectrum),
+    shared between answers: one allocation less per material."""
+    out = np.ones(n, dtype=np.float32)
+    out.flags.writeable = False
+    return out
+
+
 class ArtifactError(RuntimeError):
     """The exported model directory is missing, corrupted or inconsistent."""
 
@@ -82,10 +136,13 @@ class InputError(ValueError):
         return error_item(f"materials[{self.index}].{self.field}", self.message, self.index, self.field)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MaterialSites:
     """One material as the preprocessor takes it: weighted sites ``(energy, mu, weight)`` per element,
-    and its composition (``formula`` or ``elements``; neither: the spectra's elements).
+    and its composition (``formula`` or ``elements``; neither: the spectra's elements). Not frozen, on
+    purpose: one is built for every material of every request, and a frozen dataclass's ``__init__``
+    cost three times a plain one's; slots: no ``__dict__`` per material (treat it as read-only all the
+    same; ``dataclasses.replace`` makes changed copies).
 
     ``positions`` maps an element to its index in a request's ``spectra`` list, so errors name
     ``spectra[j].<field>``; without it (parquet input) they name ``spectra[<element>]``.
@@ -105,41 +162,36 @@ class MaterialSites:
     def from_request(cls, material: MaterialIn) -> MaterialSites:
         spectra: dict[str, list[Site]] = {}
         positions: dict[str, int] = {}
-        measured: dict[str, list[tuple[str, str | None]]] = {}
+        measured: dict[str, list[tuple[str, str | None]]] | None = None
         for j, s in enumerate(material.spectra):  # one pass (this runs for every material of every request)
             spectra[s.element] = [(s.energy, s.mu, 1.0)]
             positions[s.element] = j
             if s.kind == "experimental":
+                if measured is None:
+                    measured = {}
                 measured[s.element] = [("", None)]
         return cls(material.material_id, spectra, positions, material.formula,
-                   tuple(material.elements) if material.elements is not None else None, measured or None)
+                   tuple(material.elements) if material.elements is not None else None, measured)
 
     def composition(self, index: int) -> list[str]:
         """The material's elements sorted by Z; an InputError for an unreadable formula or a spectrum
         of an element outside the given composition (the request schema checks both too)."""
-        if self.formula is not None:
+        return list(self.composition_z(index)[0])
+
+    def composition_z(self, index: int) -> tuple[tuple[str, ...], np.ndarray]:
+        """(:meth:`composition`, their atomic numbers as a read-only int64 array); raises InputError."""
+        key = (self.formula, self.elements, tuple(self.spectra))
+        try:
+            return _composition(*key)
+        except _CompositionError as exc:
+            field = exc.field if exc.element is None else f"{self.where(exc.element)}.element"
+            raise InputError(index, field, exc.message) from None
+        except TypeError:  # an unhashable formula or elements (not from the schema): the same rules, uncached
             try:
-                given: set[str] | None = set(parse_formula(self.formula))
-            except ValueError as exc:
-                raise InputError(index, "formula", str(exc)) from None
-            name = f"the formula '{self.formula}'"
-        elif self.elements is not None:
-            given, name = set(self.elements), f"elements [{', '.join(self.elements)}]"
-            for j, el in enumerate(self.elements):
-                try:
-                    atomic_number(el)
-                except KeyError as exc:
-                    raise InputError(index, f"elements[{j}]", str(exc.args[0])) from None
-        else:
-            given, name = None, ""
-        for el in self.spectra:
-            try:
-                atomic_number(el)
-            except KeyError as exc:
-                raise InputError(index, f"{self.where(el)}.element", f"{el}: {exc.args[0]}") from None
-            if given is not None and el not in given:
-                raise InputError(index, f"{self.where(el)}.element", f"'{el}' is not in {name}")
-        return sorted(given if given is not None else set(self.spectra), key=atomic_number)
+                return _composition.__wrapped__(*key)
+            except _CompositionError as exc:
+                field = exc.field if exc.element is None else f"{self.where(exc.element)}.element"
+                raise InputError(index, field, exc.message) from None
 
     def is_measured(self, element: str) -> bool:
         """Whether the element's spectra are measured (normalized and aligned by the measured path)."""
@@ -248,9 +300,12 @@ class InputBuilder:
         """((X, Z, has), warnings) of one material; raises InputError naming the field. ``done``: its
         elements already transformed in a batch (:meth:`build`); the others are transformed here."""
         m = material if isinstance(material, MaterialSites) else MaterialSites.from_request(material)
-        composition = m.composition(index)
+        composition, z = m.composition_z(index)
         if not self.reads_composition:
             return self._spectra_arrays(index, m, done), []
+        if done is not None and len(done) == len(composition):  # every element's row came with the batch
+            rows = [done[el] for el in composition]
+            return (rows[0][None] if len(rows) == 1 else np.stack(rows), z, _ones(len(rows))), []
         notes: list[str] = []
         has = np.zeros(len(composition), dtype=np.float32)
         x = np.zeros((len(composition), self.preprocessor.n_points), dtype=np.float32)  # by type: zeros
@@ -265,7 +320,6 @@ class InputBuilder:
                     has[a] = 1.0
                 else:
                     notes.append(f"{el}: no training spectra for this element; used by its type only")
-        z = np.asarray([atomic_number(el) for el in composition], dtype=np.int64)
         return (x, z, has), notes
 
     def _spectra_arrays(self, index: int, m: MaterialSites, done: dict[str, np.ndarray] | None = None) -> Arrays:
@@ -337,9 +391,11 @@ class InputBuilder:
         return out
 
     def batch_rows(self, materials: Sequence[MaterialSites]) -> dict[int, dict[str, np.ndarray]]:
-        """{material index: {element: standardized row}} of every computed spectrum of an element with
-        training statistics, one :meth:`Preprocessor.transform_many` per element (value for value what
-        :meth:`material_inputs` computes alone, in a fraction of the time); the failing ones are left out."""
+        """{material index: {element: standardized float32 row}} of every computed spectrum of an element
+        with training statistics, one :meth:`Preprocessor.transform_many` per element (value for value what
+        :meth:`material_inputs` computes alone, in a fraction of the time); the failing ones are left out.
+        The rows are read-only views of one array per element (a material whose elements all came with
+        the batch gets them as its ``X`` without a copy)."""
         groups: dict[str, list[int]] = {}
         for i, m in enumerate(materials):
             for el in m.spectra:
@@ -348,6 +404,8 @@ class InputBuilder:
         done: dict[int, dict[str, np.ndarray]] = {}
         for el, idx in groups.items():
             rows, errors = self.preprocessor.transform_many(el, [materials[i].spectra[el] for i in idx])
+            rows = rows.astype(np.float32)  # the cast material_inputs' float32 X makes, once per element
+            rows.flags.writeable = False
             for i, row, err in zip(idx, rows, errors, strict=True):
                 if err is None:
                     done.setdefault(i, {})[el] = row

@@ -25,13 +25,15 @@ def edge_steps(energy: np.ndarray, rows: np.ndarray, post_edge_ev: float) -> tup
     """(pre-edge levels, edge steps) of spectra ``rows`` [k, n] sharing one ``energy`` axis [n] (spectra
     resampled on an element's grid): one pass for a whole batch (the service's preprocessing).
 
-    Each row's post-edge sum is reduced alone, as a 1-D array: numpy sums a 1-D array pairwise but the rows
-    of a 2-D ``sum(axis=1)`` in sequence, so the vectorized form changed the last bits with the batch size
-    (a material's answer must not depend on its run-mates, and the features must stay those the models
-    were trained on)."""
+    Each row's post-edge sum must be the pairwise sum numpy gives that row alone as a 1-D array (a
+    material's answer must not depend on its run-mates, and the features must stay those the models were
+    trained on). A boolean column selection of a 2-D array comes back in Fortran order, and there
+    ``sum(axis=1)`` adds the rows up column by column, in sequence: the last bits changed with the batch
+    size. Made C-contiguous first, ``add.reduce(axis=1)`` runs numpy's 1-D pairwise loop on each row (one
+    call instead of one per row; tested against the per-row sums for batch sizes 1 to 10,000)."""
     e = np.asarray(energy)
-    sub = rows[:, e >= e[-1] - post_edge_ev]
-    post = np.fromiter((np.add.reduce(r) for r in sub), dtype=np.float64, count=len(sub)) / sub.shape[1]
+    sub = np.ascontiguousarray(rows[:, e >= e[-1] - post_edge_ev])
+    post = np.add.reduce(sub, axis=1) / sub.shape[1]
     pre = rows[:, 0]
     return pre, post - pre
 

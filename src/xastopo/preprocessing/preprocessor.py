@@ -358,7 +358,8 @@ class Preprocessor:
         if not ok.all():
             failed.update(np.flatnonzero(~ok).tolist())
         w = np.asarray([_number_or_nan(site[2]) for sites in materials for site in sites])
-        weightless = set(np.flatnonzero(~((w > 0) & np.isfinite(w))).tolist())
+        usable = (w > 0) & np.isfinite(w)
+        weightless = set() if usable.all() else set(np.flatnonzero(~usable).tolist())
         one: list[int] = []  # materials of one usable site: combined in one pass below
         multi: list[int] = []
         for j in range(k):
