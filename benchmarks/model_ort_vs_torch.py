@@ -10,7 +10,10 @@ formula an absorber, with its spectrum where the material has one), taken in ord
 Predictor pads a batch, to the batch's largest number of absorbers. Multiply-adds are counted by
 torch's FLOP counter on the eager model (matmuls and einsums; 1 MAC = 2 FLOPs) and split into *executed*
 (every padded absorber slot goes through the spectral MLP) and *useful* (real absorbers only).
-Each timing is the best of several repeats of at least ``--seconds`` (the machine is shared).
+Each timing is the best of several repeats of at least ``--seconds`` (the machine may be shared).
+ONNX Runtime runs as `xastopo predict` opens the model (``predict.ort_spinning``: its idle threads spin between
+operators); each rate is also measured with the other setting (the service's model worker never spins), and
+the GEMM peak depends on the CPU (recorded: AVX-512 cores have ~4x an AVX2 core's).
 
 Two ONNX graphs are timed, both with the Predictor's session options: the shipped one
 (``models/export/model.onnx``) and the one the current export code writes from the same ``model.pt``
@@ -67,6 +70,18 @@ def gemm_rate(threads: int, seconds: float) -> dict:
     out["peak_flops"] = max(out.values())
     out["threads"] = threads
     return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo; the platform's processor string elsewhere): GEMM peaks differ
+    ~4x between the 2-core machines these numbers came from (AVX2 vs AVX-512)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def load_ensemble(model_pt: Path):
@@ -126,6 +141,8 @@ def main() -> None:
     ap.add_argument("--run", type=int, default=256, help="materials per ONNX run of the product path (the CLI's "
                     "--batch-size default)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--note", default="2 CPU cores; nothing else running",
+                    help="what else ran on the machine (recorded with the results)")
     args = ap.parse_args()
 
     import tempfile
@@ -133,17 +150,22 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
+    from xastopo.config import load_params, predict_spinning
     from xastopo.export.onnx_export import export_any_edge
     from xastopo.inference import Predictor
 
     threads = torch.get_num_threads()
     data = dict(np.load(args.data))
     model = load_ensemble(args.model_pt)
-    pred = Predictor(args.model_dir, prefer_gpu=False)
+    spinning = predict_spinning(load_params(ROOT / "params.yaml"))  # as `xastopo predict` opens the model
+    pred = Predictor(args.model_dir, prefer_gpu=False, spinning=spinning)
+    other = Predictor(args.model_dir, prefer_gpu=False, spinning=not spinning)
     with tempfile.TemporaryDirectory() as tmp:
         export_any_edge(args.model_pt, Path(tmp) / "model.onnx", int(data["X"].shape[2]))
         current = ort.InferenceSession(str(Path(tmp) / "model.onnx"), pred.session.get_session_options(),
                                        providers=["CPUExecutionProvider"])
+        current_other = ort.InferenceSession(str(Path(tmp) / "model.onnx"), other.session.get_session_options(),
+                                             providers=["CPUExecutionProvider"])
     gemm = gemm_rate(threads, args.seconds / 2)
     shipped_session = pred.session
     rows = []
@@ -156,6 +178,7 @@ def main() -> None:
         p_ort = current.run(None, feed)[0]
         shipped_rate = best_rate(lambda feed=feed: pred.session.run(None, feed), n, args.seconds)
         ort_rate = best_rate(lambda feed=feed: current.run(None, feed), n, args.seconds)
+        other_rate = best_rate(lambda feed=feed: current_other.run(None, feed), n, args.seconds)
 
         def eager(tens=tens) -> None:
             with torch.no_grad():
@@ -168,6 +191,8 @@ def main() -> None:
         rows.append({"batch": n, "absorber_slots": width, "absorbers_mean": round(real, 2),
                      "ort_materials_per_s": round(ort_rate, 1), "torch_materials_per_s": round(torch_rate, 1),
                      "ort_over_torch": round(ort_rate / torch_rate, 2),
+                     f"ort_spinning_{not spinning}_materials_per_s": round(other_rate, 1),
+                     f"ort_spinning_{not spinning}_over_torch": round(other_rate / torch_rate, 2),
                      "ort_shipped_graph_materials_per_s": round(shipped_rate, 1),
                      "ort_shipped_over_torch": round(shipped_rate / torch_rate, 2),
                      "macs_per_material_executed": round(executed), "useful_fraction": round(real / width, 3),
@@ -176,8 +201,9 @@ def main() -> None:
         if n > args.run:
             # the product path (the CLI, the screen stage): Predictor.outputs in grouped runs, current graph
             mats, runs = grouped_runs(data, n, args.run)
-            pred.session = current
+            pred.session, other.session = current, current_other
             run_rate = best_rate(lambda mats=mats: pred.outputs(mats, args.run), n, args.seconds)
+            other_run_rate = best_rate(lambda mats=mats: other.outputs(mats, args.run), n, args.seconds)
             pred.session = shipped_session
             run_macs = sum(macs_per_material(model, r) * len(r["z"]) for r in runs) / n
             run_frac = 2 * run_macs * run_rate / gemm["peak_flops"]
@@ -186,23 +212,28 @@ def main() -> None:
                 "materials_per_s": round(run_rate, 1), "over_torch": round(run_rate / torch_rate, 2),
                 "over_one_padded_run": round(run_rate / ort_rate, 2),
                 "macs_per_material_executed": round(run_macs), "gflops": round(2 * run_macs * run_rate / 1e9, 2),
-                "fraction_of_gemm_peak": round(run_frac, 3)}
+                "fraction_of_gemm_peak": round(run_frac, 3),
+                f"spinning_{not spinning}": {"materials_per_s": round(other_run_rate, 1),
+                                             "fraction_of_gemm_peak": round(run_frac * other_run_rate / run_rate, 3)}}
+    gemm_gflops = {k: (round(v / 1e9, 2) if k != "threads" else v) for k, v in gemm.items()}
     result = {"host": platform.node(), "cpu_count": os.cpu_count(), "threads": threads,
-              "onnxruntime_provider": pred.provider, "gemm": {k: (round(v / 1e9, 2) if k != "threads" else v)
-                                                              for k, v in gemm.items()},
-              "gemm_unit": "GFLOP/s", "rows": rows,
+              "cpu": cpu_model(), "ort_spinning": spinning, "onnxruntime_provider": pred.provider,
+              "gemm": gemm_gflops, "gemm_unit": "GFLOP/s", "rows": rows,
               "targets": {"ort_over_torch_batch1": ">= 1.5", "ort_over_torch_batch4096": ">= 1.0",
                           "fraction_of_gemm_peak_4096": ">= 0.70 (grouped_runs: the path the product runs)"},
-              "note": "2 CPU cores shared with a running FEFF simulation (one core busy)"}
+              "note": args.note}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"GEMM peak (float32, {threads} threads): {gemm['peak_flops'] / 1e9:.1f} GFLOP/s")
+    print(f"GEMM peak (float32, {threads} threads, {result['cpu']}): {gemm['peak_flops'] / 1e9:.1f} GFLOP/s; "
+          f"ONNX Runtime threads spinning: {spinning} (predict.ort_spinning; the other setting in brackets)")
     print(f"{'batch':>6} {'slots':>5} {'shipped ORT':>11} {'ORT mat/s':>11} {'torch mat/s':>12} {'ORT/torch':>9} "
+          f"{'[other]':>8} "
           f"{'MAC/mat':>9} {'GFLOP/s':>8} {'of peak':>8}")
     for r in rows:
         print(f"{r['batch']:>6} {r['absorber_slots']:>5} {r['ort_shipped_graph_materials_per_s']:>11.0f} "
               f"{r['ort_materials_per_s']:>11.0f} "
               f"{r['torch_materials_per_s']:>12.0f} {r['ort_over_torch']:>9.2f} "
+              f"{r[f'ort_spinning_{not spinning}_over_torch']:>8.2f} "
               f"{r['macs_per_material_executed']:>9.0f} "
               f"{r['ort_gflops']:>8.2f} {r['fraction_of_gemm_peak']:>8.1%}")
     for r in rows:
@@ -212,7 +243,9 @@ def main() -> None:
                   f"{g['run_materials']}: "
                   f"{g['materials_per_s']:.0f} materials/s ({g['over_one_padded_run']:.2f}x one padded run, "
                   f"{g['over_torch']:.2f}x torch), {g['macs_per_material_executed']:.0f} MAC/material, "
-                  f"{g['gflops']:.1f} GFLOP/s = {g['fraction_of_gemm_peak']:.1%} of peak")
+                  f"{g['gflops']:.1f} GFLOP/s = {g['fraction_of_gemm_peak']:.1%} of peak "
+                  f"[spinning {not spinning}: {g[f'spinning_{not spinning}']['materials_per_s']:.0f} materials/s, "
+                  f"{g[f'spinning_{not spinning}']['fraction_of_gemm_peak']:.1%}]")
     print(f"wrote {args.out}")
 
 

@@ -1,7 +1,8 @@
 """Where in-process prediction time goes: request validation (schema), preprocessing (raw spectra →
 model inputs: window, resample, normalize, combine sites, standardize; ``InputBuilder.build``), padding
 + the ONNX run (``Predictor.outputs``) and the answers (``InputBuilder.predictions``), per material, at
-batch 1 and 256, on real shipped spectra (``benchmarks/real_requests.py``), in one run.
+batch 1 and 256, on real shipped spectra (``benchmarks/real_requests.py``), in one run, with the model opened
+as `xastopo predict` opens it (``predict.ort_spinning``).
 
     python benchmarks/preprocessing_share.py          # ~30 s; writes benchmarks/results/preprocessing_share.json
 
@@ -58,14 +59,17 @@ def main() -> None:
                     help="what else ran on the machine (recorded with the results)")
     args = ap.parse_args()
 
+    from xastopo.config import load_params, predict_spinning
     from xastopo.inference import Predictor
 
     model_dir = args.model_dir or default_model_dir()
     mats = real_materials(model_dir)
-    pred = Predictor(model_dir, prefer_gpu=False)
+    spinning = predict_spinning(load_params(ROOT / "params.yaml"))  # in process: as `xastopo predict` runs
+    pred = Predictor(model_dir, prefer_gpu=False, spinning=spinning)
     rows = [stages(pred, (mats * (n // len(mats) + 1))[:n], args.seconds) for n in (1, 256)]
     sites = sum(len(m["spectra"]) for m in mats) / len(mats)
-    result = {"model_dir": str(model_dir), "spectra_per_material": round(sites, 2), "rows": rows,
+    result = {"model_dir": str(model_dir), "spectra_per_material": round(sites, 2), "ort_spinning": spinning,
+              "rows": rows,
               "target": "preprocess_share < 0.30 at 256 materials",
               "note": args.note}
     args.out.parent.mkdir(parents=True, exist_ok=True)

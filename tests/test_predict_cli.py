@@ -251,6 +251,25 @@ def test_batch_build_is_one_material_at_a_time(exported_model_dir: Path, exporte
         assert len(inputs.valid) == len(mats) - len(failed) >= len(body["materials"])
 
 
+def test_spinning_sessions_answer_the_same(exported_any_model_dir: Path, any_request: dict) -> None:
+    """``Predictor(spinning=True)`` (``predict.ort_spinning``: `xastopo predict` in one process) only lets ONNX
+    Runtime's idle threads spin: the session says so, and every answer is the one of a session that does not
+    spin (the service's); the CLI's cached predictor is kept per setting."""
+    from xastopo.inference import Predictor
+    from xastopo.schema import PredictRequest
+    from xastopo.screening import cached_predictor
+
+    req = PredictRequest.model_validate(any_request).materials
+    spin, calm = Predictor(exported_any_model_dir, prefer_gpu=False, spinning=True), \
+        Predictor(exported_any_model_dir, prefer_gpu=False)
+    entry = "session.intra_op.allow_spinning"
+    assert spin.session.get_session_options().get_session_config_entry(entry) == "1"
+    assert calm.session.get_session_options().get_session_config_entry(entry) == "0"
+    assert spin.predict(req) == calm.predict(req)
+    assert cached_predictor(exported_any_model_dir, True).spinning
+    assert not cached_predictor(exported_any_model_dir).spinning
+
+
 def test_params_file_places_the_model(tmp_path: Path, exported_model_dir: Path, sample_request: dict) -> None:
     """--params elsewhere: its relative serving.model_dir is taken from the params file's folder."""
     import shutil

@@ -175,10 +175,12 @@ def predict_file(input_path: Path, out: Path, model_dir: Path | None, params_pat
     if not input_path.is_file():
         raise BatchInputError(f"{input_path}: file not found")
     mdir = resolve_model_dir(model_dir, params_path)
-    cached_predictor(mdir)  # a missing or corrupted model stops here, before the input is read
+    distributed = distributed or bool(scheduler)
+    spinning = not distributed and config.predict_spinning(config.load_params(params_path))
+    cached_predictor(mdir, spinning)  # a missing or corrupted model stops here, before the input is read
     materials = read_materials(input_path, params_path)
-    answers = predict_materials(mdir, materials, batch_size, distributed=distributed or bool(scheduler),
-                                scheduler=scheduler, workers=workers)
+    answers = predict_materials(mdir, materials, batch_size, distributed=distributed,
+                                scheduler=scheduler, workers=workers, spinning=spinning)
     errors = [a for a in answers if isinstance(a, InputError)]
     if errors and not skip_invalid:
         exc = errors[0]

@@ -109,6 +109,16 @@ def raw_path(params: Mapping[str, Any], key: str) -> Path:
     return p
 
 
+# ---------------------------------------------------------------------------- prediction
+def predict_spinning(params: Mapping[str, Any]) -> bool:
+    """``predict.ort_spinning``: whether in-process batch prediction lets ONNX Runtime's idle threads spin
+    (:class:`xastopo.inference.Predictor`); must be true or false."""
+    v = get(params, "predict.ort_spinning")
+    if not isinstance(v, bool):
+        raise ConfigError(f"params.yaml: 'predict.ort_spinning' must be true or false, got {v!r}")
+    return v
+
+
 # ---------------------------------------------------------------------------- serving
 def model_dir(params: Mapping[str, Any]) -> Path:
     """The exported model directory: $XASTOPO_MODEL_DIR, else ``serving.model_dir`` (relative to

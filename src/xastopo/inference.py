@@ -448,16 +448,19 @@ class InputBuilder:
 class Predictor(InputBuilder):
     """The InputBuilder plus the ONNX Runtime session: arrays → predictions."""
 
-    def __init__(self, model_dir: str | Path, prefer_gpu: bool = True) -> None:
+    def __init__(self, model_dir: str | Path, prefer_gpu: bool = True, spinning: bool = False) -> None:
+        """``spinning``: ONNX Runtime's idle intra-op threads spin between operators (its own default) instead
+        of sleeping. Off unless asked: where the cores are shared (the service's entry workers, a simulation,
+        Dask workers) spinning threads fought for them and batch-1 calls ran 2.5x slower; in a process that
+        has its cores to itself (``predict.ort_spinning``: `xastopo predict`, the screen stage) it saves each
+        operator's thread wake-up: ~15 % more materials/s in big runs (benchmarks/model_ort_vs_torch.py)."""
         import onnxruntime as ort
 
         super().__init__(model_dir)
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        # Idle intra-op threads sleep instead of spinning: on a machine whose cores are shared (other
-        # services, a simulation), spinning threads fought for them and batch-1 calls ran 2.5x slower
-        # (benchmarks/model_ort_vs_torch.py); on an idle machine the cost is a few microseconds.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self.spinning = spinning
         try:
             self.session = ort.InferenceSession(str(self.onnx_path), so, providers=session_providers(prefer_gpu))
         except Exception as exc:  # onnxruntime raises its own types for a bad file

@@ -21,23 +21,23 @@ from xastopo.schema import Prediction
 
 Answer = Prediction | InputError
 
-_PREDICTORS: dict[str, Predictor] = {}
+_PREDICTORS: dict[tuple[str, bool], Predictor] = {}
 
 
-def cached_predictor(model_dir: str | Path) -> Predictor:
-    """One Predictor per process and model directory (a worker answers many chunks)."""
-    key = str(Path(model_dir).resolve())
+def cached_predictor(model_dir: str | Path, spinning: bool = False) -> Predictor:
+    """One Predictor per process, model directory and ``spinning`` (a worker answers many chunks)."""
+    key = (str(Path(model_dir).resolve()), spinning)
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = Predictor(key)
+        _PREDICTORS[key] = Predictor(key[0], spinning=spinning)
     return _PREDICTORS[key]
 
 
 def predict_chunk(model_dir: str, materials: Sequence[MaterialSites], batch_size: int,
-                  progress: bool = False) -> list[Answer]:
+                  progress: bool = False, spinning: bool = False) -> list[Answer]:
     """Answers of ``materials`` in order: a Prediction, or the InputError that made it unusable
     (its ``index`` counted within this chunk). Batches are cut from the materials as given (valid or
     not), so a chunk that starts on a batch boundary runs the batches of the whole list."""
-    predictor = cached_predictor(model_dir)
+    predictor = cached_predictor(model_dir, spinning)
     answers: list[Answer] = []
     starts = range(0, len(materials), batch_size)
     if progress and len(starts) > 1:
@@ -61,15 +61,17 @@ def chunk_size(n: int, batch_size: int, parts: int) -> int:
 
 def predict_materials(model_dir: str | Path, materials: Sequence[MaterialSites], batch_size: int = 256,
                       distributed: bool = False, scheduler: str | None = None, workers: int = 0,
-                      chunks_per_worker: int = 4) -> list[Answer]:
+                      chunks_per_worker: int = 4, spinning: bool = False) -> list[Answer]:
     """Answers of every material, in order (a Prediction or an InputError with its global index).
 
-    ``distributed`` False: this process. True: a Dask cluster (``scheduler`` address or file, else a
-    LocalCluster of ``workers`` processes, 0 = one per core), chunks of whole batches.
+    ``distributed`` False: this process (ONNX Runtime's threads spinning if ``spinning``,
+    ``predict.ort_spinning``). True: a Dask cluster (``scheduler`` address or file, else a LocalCluster
+    of ``workers`` processes, 0 = one per core; their sessions never spin: they share the cores), chunks
+    of whole batches.
     """
     model_dir = str(Path(model_dir).resolve())
     if not distributed:
-        return predict_chunk(model_dir, materials, batch_size, progress=len(materials) >= 200)
+        return predict_chunk(model_dir, materials, batch_size, progress=len(materials) >= 200, spinning=spinning)
     from xastopo.simulate.cluster import dask_client
 
     with dask_client(scheduler, workers) as client:

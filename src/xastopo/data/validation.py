@@ -104,10 +104,10 @@ def validate_many(
             alone.extend(idx)
             continue
         found = validate_rows(e, m, min_points)
-        ok = [r for r, err in enumerate(found) if err is None]
-        for i, err in zip(idx, found, strict=True):
-            errors[i] = err
-        if len(ok) < len(idx):
+        if any(err is not None for err in found):
+            ok = [r for r, err in enumerate(found) if err is None]
+            for i, err in zip(idx, found, strict=True):
+                errors[i] = err
             idx, e, m = [idx[r] for r in ok], e[ok], m[ok]
         if idx:
             blocks.append((idx, e, m))

@@ -294,10 +294,14 @@ class Preprocessor:
                         errors[i] = exc
                 e = e + shift[:, None]
             rows, found = resample_rows(e, m, grid, self.max_extrapolation_ev, self.flat_run_tol)
-            out[idx] = rows
-            for i, err in zip(idx, found, strict=True):
-                if errors[i] is None:
-                    errors[i] = err
+            if len(blocks) == 1 and len(idx) == len(spectra):  # one block of every spectrum, in order
+                out = rows
+            else:
+                out[idx] = rows
+            if any(err is not None for err in found):
+                for i, err in zip(idx, found, strict=True):
+                    if errors[i] is None:
+                        errors[i] = err
         return out, errors
 
     def _edge_shift(self, element: str, ref: float, e: np.ndarray, m: np.ndarray) -> float:
@@ -338,14 +342,19 @@ class Preprocessor:
         (tested on every shipped spectrum, and against ``np.interp`` of each real range)."""
         k = len(materials)
         errors: list[SpectrumError | None] = [None] * k
-        spectra: list[tuple[Sequence[float], Sequence[float]]] = []
-        first: list[int] = []  # index into spectra of each material's first site
-        for j, sites in enumerate(materials):
+        spectra: list[tuple[Sequence[float], Sequence[float]]]
+        first: list[int] | range  # index into spectra of each material's first site
+        if all(len(sites) == 1 for sites in materials):  # the service's case: one site each, no bookkeeping
+            spectra = [(sites[0][0], sites[0][1]) for sites in materials]
+            first = range(k + 1)
+        else:
+            spectra, first = [], []
+            for j, sites in enumerate(materials):
+                first.append(len(spectra))
+                if len(sites) == 0:
+                    errors[j] = SpectrumError("no_spectra", f"no spectra for element '{element}'", "spectra")
+                spectra.extend((e, m) for e, m, _ in sites)
             first.append(len(spectra))
-            if len(sites) == 0:
-                errors[j] = SpectrumError("no_spectra", f"no spectra for element '{element}'", "spectra")
-            spectra.extend((e, m) for e, m, _ in sites)
-        first.append(len(spectra))
         out = np.zeros((k, self.n_points))
         if not spectra:
             return out, errors
@@ -360,6 +369,9 @@ class Preprocessor:
         w = np.asarray([_number_or_nan(site[2]) for sites in materials for site in sites])
         usable = (w > 0) & np.isfinite(w)
         weightless = set() if usable.all() else set(np.flatnonzero(~usable).tolist())
+        if isinstance(first, range) and not failed and not weightless:  # one usable site each: every row as is
+            wa = w[:, None]
+            return (0.0 + wa * normalized) / wa, errors  # the single-site arithmetic below, without the gathers
         one: list[int] = []  # materials of one usable site: combined in one pass below
         multi: list[int] = []
         for j in range(k):
