@@ -7,7 +7,8 @@ loop locust users (no think time) at each concurrency (default 1, 8, 32, 128), p
 and 64-material requests of real shipped spectra (``benchmarks/real_requests.py``), ``--duration``
 seconds each: requests/s, materials/s, p50/p95/p99 latency, failures (a 503 counts as one). In process,
 the same request bodies go through the CLI's path (schema → ``InputBuilder.build`` → ``Predictor.outputs``
-→ answers) one request at a time, in this process.
+→ answers) one request at a time, in this process, the model opened as `xastopo predict` opens it
+(``predict.ort_spinning``; the other setting is recorded too: the service's model worker never spins).
 
     python benchmarks/service_load.py --duration 10       # ~6 min; benchmarks/results/service_load.json
 
@@ -41,12 +42,13 @@ def bodies_of(materials: list[dict], k: int, count: int) -> list[dict]:
     return [{"materials": [materials[(i * k + j) % n] for j in range(k)]} for i in range(count)]
 
 
-def in_process(model_dir: Path, bodies: list[dict], seconds: float) -> dict:
-    """Materials/s of the CLI's path on the same bodies, one request after another (best of 3 windows)."""
+def in_process(model_dir: Path, bodies: list[dict], seconds: float, spinning: bool) -> dict:
+    """Materials/s of the CLI's path on the same bodies, one request after another (best of 3 windows); the
+    model opened as `xastopo predict` opens it when ``spinning`` is ``predict.ort_spinning``."""
     from xastopo.inference import Predictor
     from xastopo.schema import parse_request
 
-    pred = Predictor(model_dir, prefer_gpu=False)
+    pred = Predictor(model_dir, prefer_gpu=False, spinning=spinning)
 
     def one(body: dict) -> int:
         inputs = pred.build(parse_request(body).materials)
@@ -117,10 +119,13 @@ def main() -> None:
                     help="what else ran on the machine (recorded with the results)")
     args = ap.parse_args()
 
+    from xastopo.config import load_params, predict_spinning
+
     model_dir = args.model_dir or default_model_dir()
     mats = real_materials(model_dir)
+    spinning = predict_spinning(load_params(ROOT / "params.yaml"))  # in process: as `xastopo predict` runs
     result: dict = {"model_dir": str(model_dir), "duration_s": args.duration, "cpu_count": os.cpu_count(),
-                    "note": args.note,
+                    "note": args.note, "in_process_ort_spinning": spinning,
                     "in_process": {}, "service": []}
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
@@ -129,9 +134,13 @@ def main() -> None:
             bodies = bodies_of(mats, k, 64 if k == 1 else 8)
             files[k] = tmp / f"bodies_{k}.json"
             files[k].write_text(json.dumps(bodies))
-            result["in_process"][str(k)] = in_process(model_dir, bodies, 2.0)
+            result["in_process"][str(k)] = in_process(model_dir, bodies, 2.0, spinning)
+            result["in_process"][str(k)][f"spinning_{not spinning}"] = in_process(model_dir, bodies, 2.0,
+                                                                                  not spinning)
             print(f"in process, {k} material(s)/request: {result['in_process'][str(k)]['materials_per_s']:.0f} "
-                  "materials/s", flush=True)
+                  f"materials/s (ONNX Runtime threads spinning: {spinning}; "
+                  f"{result['in_process'][str(k)][f'spinning_{not spinning}']['materials_per_s']:.0f} with "
+                  f"{not spinning})", flush=True)
         for mode in args.batching:
             run_dir = tmp / mode
             run_dir.mkdir()
