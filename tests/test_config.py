@@ -128,16 +128,17 @@ def test_serving_settings_from_params(tmp_path: Path) -> None:
 
 
 def test_predict_spinning_from_params(tmp_path: Path) -> None:
-    """``predict.ort_spinning`` (in-process batch prediction) is read as a boolean; anything else, or a
-    missing key, is one ConfigError naming it."""
+    """``predict.ort_spinning`` (in-process batch prediction) is read as a boolean, anything else is one
+    ConfigError naming it; a params file without it (written before it existed) means no spinning."""
     doc = project()
     assert config.predict_spinning(config.load_params(REPO_ROOT / "params.yaml")) is doc["predict"]["ort_spinning"]
     doc["predict"]["ort_spinning"] = "yes"
     with pytest.raises(ConfigError, match="'predict.ort_spinning' must be true or false, got 'yes'"):
         config.predict_spinning(config.load_params(write(tmp_path, doc)))
+    doc["predict"] = {}
+    assert config.predict_spinning(config.load_params(write(tmp_path, doc))) is False  # a file from before the key
     del doc["predict"]
-    with pytest.raises(ConfigError, match="missing key 'predict.ort_spinning'"):
-        config.predict_spinning(config.load_params(write(tmp_path, doc)))
+    assert config.predict_spinning(config.load_params(write(tmp_path, doc))) is False
 
 
 def test_schema_limits_come_from_the_validation_context() -> None:

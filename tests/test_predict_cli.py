@@ -288,6 +288,15 @@ def test_params_file_places_the_model(tmp_path: Path, exported_model_dir: Path, 
     r = run_cli(str(src), "--out", str(tmp_path / "o.csv"), "--params", str(conf / "params.yaml"), cwd=run_dir)
     assert r.returncode == 0, r.stderr
     assert len(pd.read_csv(tmp_path / "o.csv")) == 3
+    del params["predict"]  # a params file from before predict.ort_spinning: still answers (threads sleep)
+    (conf / "params.yaml").write_text(yaml.safe_dump(params))
+    r = run_cli(str(src), "--out", str(tmp_path / "o.csv"), "--params", str(conf / "params.yaml"), cwd=run_dir)
+    assert r.returncode == 0, r.stderr
+    params["predict"] = {"ort_spinning": "fast"}
+    (conf / "params.yaml").write_text(yaml.safe_dump(params))
+    assert_one_line_error(run_cli(str(src), "--out", str(tmp_path / "o.csv"), "--params", str(conf / "params.yaml"),
+                                  cwd=run_dir), "predict.ort_spinning", "true or false")
+    del params["predict"]
     params["serving"]["model_dir"] = "absent"
     (conf / "params.yaml").write_text(yaml.safe_dump(params))
     assert_one_line_error(run_cli(str(src), "--out", str(tmp_path / "o.csv"), "--params", str(conf / "params.yaml"),

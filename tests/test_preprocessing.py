@@ -478,8 +478,9 @@ def test_light_element_windows_relative_to_each_edge_keep_the_simulated_o_record
 def test_odd_inputs_off_the_service_path_keep_clear_errors() -> None:
     """Callers other than the service (library, parquet): float32 energies are checked for coverage in float64
     as before; a weight that is not a number is a ``bad_weight`` of its material only where its sites pass (a
-    material whose first site fails keeps that site's error), never a TypeError for the whole batch; an integer
-    beyond float range is ``not_numeric``."""
+    material whose first site fails keeps that site's error), never a TypeError (nor, for a weight beyond float
+    range, an OverflowError) for the whole batch; an integer beyond float range in a spectrum is ``not_numeric``;
+    the edge step of float32 rows is float64, as each row's own was."""
     e = np.linspace(100.0, 200.0, 50)
     m = np.arctan(e - 150.0) + 2.0
     grid = np.linspace(100.0 - 1e-8, 150.0, 20)
@@ -490,13 +491,19 @@ def test_odd_inputs_off_the_service_path_keep_clear_errors() -> None:
     pre = cu_pre()
     x = np.linspace(CU_WINDOW.lo - 5, CU_WINDOW.hi + 5, 60)
     y = np.arctan(x - 8995.0) + 2.0
-    _, errors = pre.element_spectra("Cu", [[(x[:5], y[:5], None)], [(x, y, None)], [(x, y, 1.0)]])
-    assert [err.reason if err else None for err in errors] == ["too_few_points", "bad_weight", None]
+    _, errors = pre.element_spectra("Cu", [[(x[:5], y[:5], None)], [(x, y, None)], [(x, y, 1.0)], [(x, y, 10**400)]])
+    assert [err.reason if err else None for err in errors] == ["too_few_points", "bad_weight", None, "bad_weight"]
     from xastopo.data.validation import validate_spectrum
 
     with pytest.raises(SpectrumError) as ei:
         validate_spectrum([10**400] * 30, list(range(30)))
     assert ei.value.reason == "not_numeric"
+    from xastopo.data.quality import edge_steps
+
+    rows = (np.arctan(np.linspace(-5, 5, 200)) + 2.0)[None, :].repeat(3, axis=0).astype(np.float32)
+    pre_level, step = edge_steps(np.linspace(0.0, 56.0, 200), rows, 5.0)
+    alone = np.add.reduce(rows[0, np.linspace(0.0, 56.0, 200) >= 51.0])
+    assert step.dtype == np.float64 and step[0] == np.float64(alone) / 18 - rows[0, 0]
 
 
 def test_edge_steps_of_a_batch_are_each_rows_own():

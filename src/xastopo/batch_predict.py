@@ -15,6 +15,7 @@ sites of one element are combined by the Preprocessor exactly as in training.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,18 @@ def write_csv(rows: list[Prediction | dict], out: Path) -> int:
     return len(df)
 
 
+def _spinning(params_path: Path | None) -> bool:
+    """``predict.ort_spinning`` of the params file; false when there is none (a ``--model-dir`` run needs no
+    params otherwise, and must not start needing one). A malformed file or value is still an error."""
+    try:
+        params = config.load_params(params_path)
+    except config.ConfigError:
+        if params_path is not None or os.environ.get(config.PARAMS_ENV):
+            raise
+        return False
+    return config.predict_spinning(params)
+
+
 def predict_file(input_path: Path, out: Path, model_dir: Path | None, params_path: Path | None = None,
                  skip_invalid: bool = False, batch_size: int = 256, distributed: bool = False,
                  scheduler: str | None = None, workers: int = 0) -> tuple[int, int]:
@@ -176,7 +189,7 @@ def predict_file(input_path: Path, out: Path, model_dir: Path | None, params_pat
         raise BatchInputError(f"{input_path}: file not found")
     mdir = resolve_model_dir(model_dir, params_path)
     distributed = distributed or bool(scheduler)
-    spinning = not distributed and config.predict_spinning(config.load_params(params_path))
+    spinning = not distributed and _spinning(params_path)
     cached_predictor(mdir, spinning)  # a missing or corrupted model stops here, before the input is read
     materials = read_materials(input_path, params_path)
     answers = predict_materials(mdir, materials, batch_size, distributed=distributed,

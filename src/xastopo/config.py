@@ -112,8 +112,14 @@ def raw_path(params: Mapping[str, Any], key: str) -> Path:
 # ---------------------------------------------------------------------------- prediction
 def predict_spinning(params: Mapping[str, Any]) -> bool:
     """``predict.ort_spinning``: whether in-process batch prediction lets ONNX Runtime's idle threads spin
-    (:class:`xastopo.inference.Predictor`); must be true or false."""
-    v = get(params, "predict.ort_spinning")
+    (:class:`xastopo.inference.Predictor`); must be true or false. A params file without the key (one
+    written before it existed) means false: the threads sleep, as they always did before."""
+    block = params.get("predict")
+    if block is None:
+        return False
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"params.yaml: 'predict' must be a mapping, got {block!r}")
+    v = block.get("ort_spinning", False)
     if not isinstance(v, bool):
         raise ConfigError(f"params.yaml: 'predict.ort_spinning' must be true or false, got {v!r}")
     return v

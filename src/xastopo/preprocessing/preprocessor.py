@@ -34,7 +34,7 @@ def _number_or_nan(value: object) -> float:
     sites pass, instead of a TypeError for every material of the batch)."""
     try:
         return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
         return float("nan")
 
 
