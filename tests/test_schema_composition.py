@@ -97,3 +97,8 @@ def test_material_sites_composition_is_cached_but_named_per_material() -> None:
     with pytest.raises(ValueError):
         z[0] = 1
     assert MaterialSites("g", {"Se": site}, {"Se": 0}, formula="Bi2Se3").composition(0) == ["Se", "Bi"]
+    # elements as a list (library callers; unhashable): the same rules without the cache
+    assert MaterialSites("h", {"Se": site}, {"Se": 0}, elements=["Bi", "Se"]).composition_z(0)[0] == ("Se", "Bi")
+    with pytest.raises(InputError) as info:
+        MaterialSites("i", {}, {}, elements=["Bi", "Qq"]).composition_z(5)
+    assert (info.value.index, info.value.field) == (5, "elements[1]")

@@ -182,16 +182,13 @@ class MaterialSites:
         """(:meth:`composition`, their atomic numbers as a read-only int64 array); raises InputError."""
         key = (self.formula, self.elements, tuple(self.spectra))
         try:
-            return _composition(*key)
+            try:
+                return _composition(*key)
+            except TypeError:  # an unhashable formula or elements (not from the schema): the same rules, uncached
+                return _composition.__wrapped__(*key)
         except _CompositionError as exc:
             field = exc.field if exc.element is None else f"{self.where(exc.element)}.element"
             raise InputError(index, field, exc.message) from None
-        except TypeError:  # an unhashable formula or elements (not from the schema): the same rules, uncached
-            try:
-                return _composition.__wrapped__(*key)
-            except _CompositionError as exc:
-                field = exc.field if exc.element is None else f"{self.where(exc.element)}.element"
-                raise InputError(index, field, exc.message) from None
 
     def is_measured(self, element: str) -> bool:
         """Whether the element's spectra are measured (normalized and aligned by the measured path)."""
