@@ -104,11 +104,9 @@ def structure_spacegroups(params: dict, ids: list[str], symprec: float) -> list[
 def screen(params: dict, cfg: dict, formulas: dict[str, str]) -> dict:
     unlabeled = pd.read_parquet("data/interim/unlabeled.parquet")
     materials = records_materials(unlabeled, formulas)
-    distributed = bool(cfg["distributed"])
     answers = predict_materials(model_dir(params), materials, batch_size=int(cfg["batch_size"]),
-                                distributed=distributed, scheduler=cfg.get("scheduler"),
-                                workers=int(cfg.get("workers") or 0),
-                                spinning=not distributed and predict_spinning(params))
+                                distributed=bool(cfg["distributed"]), scheduler=cfg.get("scheduler"),
+                                workers=int(cfg.get("workers") or 0), spinning=predict_spinning(params))
     table = answer_rows(materials, answers)
     status = unlabeled.groupby("mp_id")["label_status"].first()
     table["label_status"] = table["mp_id"].map(status)
