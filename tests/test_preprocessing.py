@@ -523,3 +523,60 @@ def test_edge_steps_of_a_batch_are_each_rows_own():
             want = np.array([np.add.reduce(np.array(r)) for r in sub]) / sub.shape[1] - rows[:, 0]
             np.testing.assert_array_equal(step, want)
             np.testing.assert_array_equal(pre, rows[:, 0])
+
+
+def _pad_one_by_one(materials, n_points, max_absorbers=None):
+    """The padding as it was written first, material by material: the reference the vectorized one keeps."""
+    a = max(max([len(m[1]) for m in materials], default=1), max_absorbers or 1)
+    x = np.zeros((len(materials), a, n_points), dtype=np.float32)
+    z = np.zeros((len(materials), a), dtype=np.int64)
+    mask = np.zeros((len(materials), a), dtype=np.float32)
+    for i, (xi, zi) in enumerate(materials):
+        x[i, :len(zi)], z[i, :len(zi)], mask[i, :len(zi)] = xi, zi, 1.0
+    return x, z, mask
+
+
+def test_padding_equals_material_by_material_padding() -> None:
+    """``pad_materials``/``pad_has_spectrum``/``pad_inputs`` (one concatenation per field, then a scatter) give the
+    arrays of copying each material into a zeroed array, bit for bit and dtype for dtype: batches of 0-11 materials of
+    0-5 absorbers (all one width, the common case of runs ordered by width, or mixed), float64/float32
+    spectra, int32/int64 Z, bool/float has; a material that does not fit is a ValueError, never a silent
+    reshape."""
+    from xastopo.preprocessing.batching import pad_has_spectrum, pad_inputs, pad_materials
+
+    rng = np.random.default_rng(7)
+    for trial in range(600):
+        n, p = int(rng.integers(0, 12)), int(rng.integers(1, 9))
+        widths = rng.integers(0, 6, n) if trial % 2 else np.full(n, int(rng.integers(1, 4)))
+        mats = [((rng.normal(size=(k, p)) * 1e3).astype([np.float32, np.float64][trial % 2]),
+                 rng.integers(1, 100, k).astype([np.int64, np.int32][trial % 3 == 0])) for k in widths]
+        has = [rng.integers(0, 2, k).astype([np.float32, bool][trial % 2]) for k in widths]
+        least = [None, 0, 1, 7][trial % 4]
+        want, got = _pad_one_by_one(mats, p, least), pad_materials(mats, p, least)
+        for w, g in zip(want, got, strict=True):
+            assert w.dtype == g.dtype and w.shape == g.shape and np.array_equal(w, g), trial
+            assert g.flags.c_contiguous and g.flags.writeable
+        width = want[1].shape[1]
+        want_has = np.zeros((n, width), dtype=np.float32)
+        for i, h in enumerate(has):
+            want_has[i, :len(h)] = h
+        got_has = pad_has_spectrum(has, width)
+        assert got_has.dtype == np.float32 and np.array_equal(got_has, want_has)
+        # the Predictor's padding (x, z, mask, has at once): the same arrays where a row read by its type
+        # (has 0) is zeros, as the builder makes them; only materials with a spectrum are copied
+        typed = [(x * h.astype(bool)[:, None], z, h) for (x, z), h in zip(mats, has, strict=True)]
+        ref = _pad_one_by_one([(x, z) for x, z, _ in typed], p)
+        ref = (*ref, pad_has_spectrum(has, ref[1].shape[1]))
+        for w, g in zip(ref, pad_inputs(typed, p), strict=True):
+            assert w.dtype == g.dtype and w.shape == g.shape and np.array_equal(w, g), trial
+    view = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    view.flags.writeable = False  # the builder hands out read-only rows: padding copies them
+    x, _, _ = pad_materials([(view[0], np.array([1, 2, 3])), (view[1], np.array([4, 5, 6]))], 4)
+    x[0, 0, 0] = -1.0
+    assert view[0, 0, 0] == 0.0
+    with pytest.raises(ValueError, match="spectra: .* 2 rows in all, expected shape \\(4,\\) and 1 rows"):
+        pad_materials([(np.zeros((2, 4)), np.array([1]))], 4)
+    with pytest.raises(ValueError, match="spectra: per-material rows of shape \\(5,\\)"):
+        pad_materials([(np.zeros((1, 5)), np.array([1]))], 4)
+    with pytest.raises(ValueError, match="has_spectrum: a material has 3 absorbers, more than the width 2"):
+        pad_has_spectrum([np.ones(3), np.ones(1)], 2)

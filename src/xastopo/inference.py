@@ -46,7 +46,7 @@ from xastopo.data.validation import SpectrumError
 from xastopo.devices import gpu_visible, preload_cuda_libraries
 from xastopo.elements import SYMBOLS, atomic_number, parse_formula
 from xastopo.families import family
-from xastopo.preprocessing.batching import pad_has_spectrum, pad_materials
+from xastopo.preprocessing.batching import pad_inputs
 from xastopo.preprocessing.features import model_inputs as family_inputs
 from xastopo.preprocessing.preprocessor import Preprocessor, Site
 from xastopo.schema import MaterialIn, Prediction, error_item
@@ -506,8 +506,7 @@ class Predictor(InputBuilder):
 
     def padded(self, arrays: Sequence[Arrays]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per-material ``(X, Z, has)`` → padded (x, z, mask, has_spectrum)."""
-        x, z, mask = pad_materials([(a[0], a[1]) for a in arrays], self.preprocessor.n_points)
-        return x, z, mask, pad_has_spectrum([a[2] for a in arrays], z.shape[1])
+        return pad_inputs(arrays, self.preprocessor.n_points)
 
     def outputs(self, arrays: Sequence[Arrays], batch_size: int | None = None,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
