@@ -2,7 +2,7 @@
 model inputs: window, resample, normalize, combine sites, standardize; ``InputBuilder.build``), padding
 + the ONNX run (``Predictor.outputs``) and the answers (``InputBuilder.predictions``), per material, at
 batch 1 and 256, on real shipped spectra (``benchmarks/real_requests.py``), in one run, with the model opened
-as `xastopo predict` opens it (``predict.ort_spinning``).
+as `xastopo predict` opens it (``predict:``; a batch of 256 is one run).
 
     python benchmarks/preprocessing_share.py          # ~30 s; writes benchmarks/results/preprocessing_share.json
 
@@ -59,17 +59,18 @@ def main() -> None:
                     help="what else ran on the machine (recorded with the results)")
     args = ap.parse_args()
 
-    from xastopo.config import load_params, predict_spinning
+    from xastopo.config import load_params, predict_options
     from xastopo.inference import Predictor
 
     model_dir = args.model_dir or default_model_dir()
     mats = real_materials(model_dir)
-    spinning = predict_spinning(load_params(ROOT / "params.yaml"))  # in process: as `xastopo predict` runs
-    pred = Predictor(model_dir, prefer_gpu=False, spinning=spinning)
+    opts = predict_options(load_params(ROOT / "params.yaml"))  # in process: as `xastopo predict` opens the model
+    spinning = opts.ort_spinning
+    pred = Predictor(model_dir, prefer_gpu=False, spinning=spinning, concurrent_runs=opts.concurrent_runs)
     rows = [stages(pred, (mats * (n // len(mats) + 1))[:n], args.seconds) for n in (1, 256)]
     sites = sum(len(m["spectra"]) for m in mats) / len(mats)
     result = {"model_dir": str(model_dir), "spectra_per_material": round(sites, 2), "ort_spinning": spinning,
-              "rows": rows,
+              "concurrent_runs": pred.concurrent_runs, "rows": rows,
               "target": "preprocess_share < 0.30 at 256 materials",
               "note": args.note}
     args.out.parent.mkdir(parents=True, exist_ok=True)

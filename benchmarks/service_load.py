@@ -8,7 +8,8 @@ and 64-material requests of real shipped spectra (``benchmarks/real_requests.py`
 seconds each: requests/s, materials/s, p50/p95/p99 latency, failures (a 503 counts as one). In process,
 the same request bodies go through the CLI's path (schema → ``InputBuilder.build`` → ``Predictor.outputs``
 → answers) one request at a time, in this process, the model opened as `xastopo predict` opens it
-(``predict.ort_spinning``; the other setting is recorded too: the service's model worker never spins).
+(``predict:``; each body is one run; the other ``ort_spinning`` is recorded too: the service's model worker never
+spins).
 
     python benchmarks/service_load.py --duration 10       # ~6 min; benchmarks/results/service_load.json
 
@@ -42,13 +43,14 @@ def bodies_of(materials: list[dict], k: int, count: int) -> list[dict]:
     return [{"materials": [materials[(i * k + j) % n] for j in range(k)]} for i in range(count)]
 
 
-def in_process(model_dir: Path, bodies: list[dict], seconds: float, spinning: bool) -> dict:
+def in_process(model_dir: Path, bodies: list[dict], seconds: float, spinning: bool, concurrent_runs: int) -> dict:
     """Materials/s of the CLI's path on the same bodies, one request after another (best of 3 windows); the
-    model opened as `xastopo predict` opens it when ``spinning`` is ``predict.ort_spinning``."""
+    model opened as `xastopo predict` opens it when ``spinning`` and ``concurrent_runs`` are ``predict:``'s
+    (a body is one run: the first session)."""
     from xastopo.inference import Predictor
     from xastopo.schema import parse_request
 
-    pred = Predictor(model_dir, prefer_gpu=False, spinning=spinning)
+    pred = Predictor(model_dir, prefer_gpu=False, spinning=spinning, concurrent_runs=concurrent_runs)
 
     def one(body: dict) -> int:
         inputs = pred.build(parse_request(body).materials)
@@ -119,11 +121,12 @@ def main() -> None:
                     help="what else ran on the machine (recorded with the results)")
     args = ap.parse_args()
 
-    from xastopo.config import load_params, predict_spinning
+    from xastopo.config import load_params, predict_options
 
     model_dir = args.model_dir or default_model_dir()
     mats = real_materials(model_dir)
-    spinning = predict_spinning(load_params(ROOT / "params.yaml"))  # in process: as `xastopo predict` runs
+    opts = predict_options(load_params(ROOT / "params.yaml"))  # in process: as `xastopo predict` runs
+    spinning, runs = opts.ort_spinning, opts.concurrent_runs
     result: dict = {"model_dir": str(model_dir), "duration_s": args.duration, "cpu_count": os.cpu_count(),
                     "note": args.note, "in_process_ort_spinning": spinning,
                     "in_process": {}, "service": []}
@@ -134,9 +137,9 @@ def main() -> None:
             bodies = bodies_of(mats, k, 64 if k == 1 else 8)
             files[k] = tmp / f"bodies_{k}.json"
             files[k].write_text(json.dumps(bodies))
-            result["in_process"][str(k)] = in_process(model_dir, bodies, 2.0, spinning)
+            result["in_process"][str(k)] = in_process(model_dir, bodies, 2.0, spinning, runs)
             result["in_process"][str(k)][f"spinning_{not spinning}"] = in_process(model_dir, bodies, 2.0,
-                                                                                  not spinning)
+                                                                                  not spinning, runs)
             print(f"in process, {k} material(s)/request: {result['in_process'][str(k)]['materials_per_s']:.0f} "
                   f"materials/s (ONNX Runtime threads spinning: {spinning}; "
                   f"{result['in_process'][str(k)][f'spinning_{not spinning}']['materials_per_s']:.0f} with "

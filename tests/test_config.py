@@ -127,18 +127,30 @@ def test_serving_settings_from_params(tmp_path: Path) -> None:
         config.serving_settings(config.load_params(write(tmp_path, doc)))
 
 
-def test_predict_spinning_from_params(tmp_path: Path) -> None:
-    """``predict.ort_spinning`` (in-process batch prediction) is read as a boolean, anything else is one
-    ConfigError naming it; a params file without it (written before it existed) means no spinning."""
+def test_predict_options_from_params(tmp_path: Path) -> None:
+    """``predict:`` (in-process batch prediction) is read into PredictOptions: ``ort_spinning`` a boolean,
+    ``concurrent_runs`` and ``block_materials`` whole numbers >= 0; anything else is one ConfigError naming
+    the key; a params file without the block or a key (written before it existed) gets the old behaviour."""
     doc = project()
-    assert config.predict_spinning(config.load_params(REPO_ROOT / "params.yaml")) is doc["predict"]["ort_spinning"]
-    doc["predict"]["ort_spinning"] = "yes"
-    with pytest.raises(ConfigError, match="'predict.ort_spinning' must be true or false, got 'yes'"):
-        config.predict_spinning(config.load_params(write(tmp_path, doc)))
+    got = config.predict_options(config.load_params(REPO_ROOT / "params.yaml"))
+    assert got == config.PredictOptions(doc["predict"]["ort_spinning"], doc["predict"]["concurrent_runs"],
+                                        doc["predict"]["block_materials"])
+    for key, bad, words in (("ort_spinning", "yes", "must be true or false, got 'yes'"),
+                            ("concurrent_runs", -1, "must be a whole number >= 0, got -1"),
+                            ("concurrent_runs", True, "must be a whole number >= 0, got True"),
+                            ("block_materials", 2.5, "must be a whole number >= 0, got 2.5")):
+        broken = project()
+        broken["predict"][key] = bad
+        with pytest.raises(ConfigError, match=f"'predict.{key}' {words}"):
+            config.predict_options(config.load_params(write(tmp_path, broken)))
     doc["predict"] = {}
-    assert config.predict_spinning(config.load_params(write(tmp_path, doc))) is False  # a file from before the key
+    old = config.predict_options(config.load_params(write(tmp_path, doc)))  # a file from before the keys
+    assert old == config.PredictOptions(ort_spinning=False, concurrent_runs=1, block_materials=0)
     del doc["predict"]
-    assert config.predict_spinning(config.load_params(write(tmp_path, doc))) is False
+    assert config.predict_options(config.load_params(write(tmp_path, doc))) == old
+    doc["predict"] = ["ort_spinning"]
+    with pytest.raises(ConfigError, match="'predict' must be a mapping"):
+        config.predict_options(config.load_params(write(tmp_path, doc)))
 
 
 def test_schema_limits_come_from_the_validation_context() -> None:

@@ -162,16 +162,16 @@ def write_csv(rows: list[Prediction | dict], out: Path) -> int:
     return len(df)
 
 
-def _spinning(params_path: Path | None) -> bool:
-    """``predict.ort_spinning`` of the params file; false when there is none (a ``--model-dir`` run needs no
+def _options(params_path: Path | None) -> config.PredictOptions:
+    """``predict:`` of the params file; the defaults when there is none (a ``--model-dir`` run needs no
     params otherwise, and must not start needing one). A malformed file or value is still an error."""
     try:
         params = config.load_params(params_path)
     except config.ConfigError:
         if params_path is not None or os.environ.get(config.PARAMS_ENV):
             raise
-        return False
-    return config.predict_spinning(params)
+        return config.PredictOptions()
+    return config.predict_options(params)
 
 
 def predict_file(input_path: Path, out: Path, model_dir: Path | None, params_path: Path | None = None,
@@ -189,11 +189,14 @@ def predict_file(input_path: Path, out: Path, model_dir: Path | None, params_pat
         raise BatchInputError(f"{input_path}: file not found")
     mdir = resolve_model_dir(model_dir, params_path)
     distributed = distributed or bool(scheduler)
-    spinning = not distributed and _spinning(params_path)
-    cached_predictor(mdir, spinning)  # a missing or corrupted model stops here, before the input is read
+    options = _options(params_path)
+    if distributed:  # a missing or corrupted model stops here, before the input is read
+        cached_predictor(mdir)
+    else:
+        cached_predictor(mdir, options.ort_spinning, options.concurrent_runs)
     materials = read_materials(input_path, params_path)
     answers = predict_materials(mdir, materials, batch_size, distributed=distributed,
-                                scheduler=scheduler, workers=workers, spinning=spinning)
+                                scheduler=scheduler, workers=workers, options=options)
     errors = [a for a in answers if isinstance(a, InputError)]
     if errors and not skip_invalid:
         exc = errors[0]

@@ -110,19 +110,42 @@ def raw_path(params: Mapping[str, Any], key: str) -> Path:
 
 
 # ---------------------------------------------------------------------------- prediction
-def predict_spinning(params: Mapping[str, Any]) -> bool:
-    """``predict.ort_spinning``: whether in-process batch prediction lets ONNX Runtime's idle threads spin
-    (:class:`xastopo.inference.Predictor`); must be true or false. A params file without the key (one
-    written before it existed) means false: the threads sleep, as they always did before."""
+@dataclass(frozen=True)
+class PredictOptions:
+    """How in-process batch prediction uses the CPU (``predict:`` in params.yaml; `xastopo predict` without
+    Dask, the screen stage). None of it changes an answer. The defaults are what a params file without the
+    block or a key (one written before it) gets: how batch prediction ran before each key existed.
+
+    ``ort_spinning``: ONNX Runtime's idle intra-op threads spin between operators instead of sleeping.
+    ``concurrent_runs``: ONNX runs kept going at once, each on one core (0 = one per core this process
+    may use); 1 = one run at a time, its operators split over ONNX Runtime's threads.
+    ``block_materials``: materials preprocessed together and ordered by their number of absorbers before
+    they are cut into runs (0 = one run's worth, ``--batch-size``): larger blocks pad less, at the memory
+    of their arrays."""
+
+    ort_spinning: bool = False
+    concurrent_runs: int = 1
+    block_materials: int = 0
+
+
+def predict_options(params: Mapping[str, Any]) -> PredictOptions:
+    """``predict:`` → :class:`PredictOptions`; a wrong type is one ConfigError naming the key."""
     block = params.get("predict")
     if block is None:
-        return False
+        return PredictOptions()
     if not isinstance(block, Mapping):
         raise ConfigError(f"params.yaml: 'predict' must be a mapping, got {block!r}")
-    v = block.get("ort_spinning", False)
-    if not isinstance(v, bool):
-        raise ConfigError(f"params.yaml: 'predict.ort_spinning' must be true or false, got {v!r}")
-    return v
+    default = PredictOptions()
+    spinning = block.get("ort_spinning", default.ort_spinning)
+    if not isinstance(spinning, bool):
+        raise ConfigError(f"params.yaml: 'predict.ort_spinning' must be true or false, got {spinning!r}")
+    counts = {}
+    for key in ("concurrent_runs", "block_materials"):
+        v = block.get(key, getattr(default, key))
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"params.yaml: 'predict.{key}' must be a whole number >= 0, got {v!r}")
+        counts[key] = v
+    return PredictOptions(spinning, **counts)
 
 
 # ---------------------------------------------------------------------------- serving

@@ -56,6 +56,25 @@ def test_dask_fan_out_equals_single_process(exported_any_model_dir: Path, candid
     assert any(not a.elements_by_type for a in single if not isinstance(a, InputError))
 
 
+def test_blocks_and_concurrent_runs_answer_as_batch_by_batch(exported_any_model_dir: Path,
+                                                              candidate_materials) -> None:
+    """``predict:`` options change how the in-process path cuts and runs the materials (blocks of several
+    batches, ordered by their number of absorbers; two ONNX runs at once, each single-threaded), never an
+    answer or an error's index: identical to batch-by-batch, one run at a time, on mixed widths."""
+    from xastopo.config import PredictOptions
+
+    base = predict_materials(exported_any_model_dir, candidate_materials, batch_size=16)
+    widths = {len(a.elements_with_spectrum) + len(a.elements_by_type) for a in base if not isinstance(a, InputError)}
+    assert len(widths) >= 3  # mixed widths: the ordering has something to do
+    for options in (PredictOptions(block_materials=100), PredictOptions(True, 2, 64), PredictOptions(False, 2, 0)):
+        got = predict_materials(exported_any_model_dir, candidate_materials, batch_size=16, options=options)
+        for a, b in zip(base, got, strict=True):
+            if isinstance(a, InputError):
+                assert isinstance(b, InputError) and (a.index, a.field, a.message) == (b.index, b.field, b.message)
+            else:
+                assert a.model_dump() == b.model_dump(), options
+
+
 def test_chunks_are_whole_batches() -> None:
     assert chunk_size(1000, 64, 8) % 64 == 0
     assert chunk_size(10, 64, 8) == 64

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xastopo.config import load_params, model_dir, predict_spinning, raw_path
+from xastopo.config import load_params, model_dir, predict_options, raw_path
 from xastopo.data.composition import material_formulas
 from xastopo.inference import InputError, MaterialSites
 from xastopo.preprocessing.dataset import record_sites
@@ -106,7 +106,7 @@ def screen(params: dict, cfg: dict, formulas: dict[str, str]) -> dict:
     materials = records_materials(unlabeled, formulas)
     answers = predict_materials(model_dir(params), materials, batch_size=int(cfg["batch_size"]),
                                 distributed=bool(cfg["distributed"]), scheduler=cfg.get("scheduler"),
-                                workers=int(cfg.get("workers") or 0), spinning=predict_spinning(params))
+                                workers=int(cfg.get("workers") or 0), options=predict_options(params))
     table = answer_rows(materials, answers)
     status = unlabeled.groupby("mp_id")["label_status"].first()
     table["label_status"] = table["mp_id"].map(status)
@@ -165,7 +165,7 @@ def weyl_dirac(params: dict, cfg: dict, labels: pd.DataFrame, formulas: dict[str
     with_spectra = {m.material_id: m for m in records_materials(records, formulas)}
     materials = [with_spectra.get(m, MaterialSites(m, {}, formula=formulas.get(m))) for m in trivial["mp_id"]]
     answers = predict_materials(model_dir(params), materials, batch_size=int(cfg["batch_size"]),
-                                spinning=predict_spinning(params))
+                                options=predict_options(params))
     table = trivial.merge(answer_rows(materials, answers).drop(columns=["formula"]), on="mp_id")
     split = pd.read_csv("data/interim/split.csv")
     table["split"] = table["mp_id"].map(dict(zip(split["mp_id"], split["split"], strict=True))).fillna("")
