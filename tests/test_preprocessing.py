@@ -574,9 +574,21 @@ def test_padding_equals_material_by_material_padding() -> None:
     x, _, _ = pad_materials([(view[0], np.array([1, 2, 3])), (view[1], np.array([4, 5, 6]))], 4)
     x[0, 0, 0] = -1.0
     assert view[0, 0, 0] == 0.0
-    with pytest.raises(ValueError, match="spectra: .* 2 rows in all, expected shape \\(4,\\) and 1 rows"):
+    with pytest.raises(ValueError, match="spectra: material 0 has 2 rows for 1 absorbers"):
         pad_materials([(np.zeros((2, 4)), np.array([1]))], 4)
-    with pytest.raises(ValueError, match="spectra: per-material rows of shape \\(5,\\)"):
+    with pytest.raises(ValueError, match="spectra: rows of shape \\(5,\\), expected \\(4,\\)"):
         pad_materials([(np.zeros((1, 5)), np.array([1]))], 4)
+    # the totals agree but one material's rows would slide into the next: refused, naming the material
+    shifted = [(np.ones((3, 4)), np.array([1, 2]), np.ones(2)), (np.ones((1, 4)), np.array([3, 4]), np.ones(2))]
+    for pad in (lambda: pad_materials(shifted, 4), lambda: pad_inputs(shifted, 4)):
+        with pytest.raises(ValueError, match="spectra: material 0 has 3 rows for 2 absorbers"):
+            pad()
+    typed = [(np.zeros((2, 4)), np.array([1, 2]), np.zeros(2)), (np.ones((3, 4)), np.array([3, 4]), np.ones(2))]
+    with pytest.raises(ValueError, match="spectra: material 1 has 3 rows for 2 absorbers"):
+        pad_inputs(typed, 4)  # the subset of materials with a spectrum names the material by its own index
+    with pytest.raises(ValueError, match="has_spectrum: material 0 has 1 rows for 2 absorbers"):
+        pad_inputs([(np.zeros((2, 4)), np.array([1, 2]), np.ones(1))], 4)
+    junk = [(np.full((2, 4), 5.0), np.array([1, 2]), np.zeros(2))]  # type-only rows that are not zeros:
+    assert not pad_inputs(junk, 4)[0].any() and (pad_inputs(junk, 4, skip_type_only=False)[0] == 5).all()
     with pytest.raises(ValueError, match="has_spectrum: a material has 3 absorbers, more than the width 2"):
         pad_has_spectrum([np.ones(3), np.ones(1)], 2)

@@ -242,11 +242,19 @@ def session_providers(prefer_gpu: bool = True) -> list[str]:
 
 
 def _usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the OS tells it, else every core)."""
+    """Cores this process may run on: its CPU affinity where the OS tells it (else every core), capped by a
+    cgroup v2 CPU quota (a container limited to 2 CPUs on a 64-core host runs 2 runs at once, not 64)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 def _progress(items: Iterable, show: bool, **kw):
@@ -481,36 +489,37 @@ class Predictor(InputBuilder):
 
         super().__init__(model_dir)
         self._providers = session_providers(prefer_gpu)
-        runs = concurrent_runs or _usable_cores()
-        self.concurrent_runs = runs if self._providers[0] == "CPUExecutionProvider" else 1
         self.spinning = spinning
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        self.session = self._open(so)
-        self._runs: tuple[ort.InferenceSession, ThreadPoolExecutor] | None = None
-        self._runs_lock = threading.Lock()
-
-    def _open(self, so: ort.SessionOptions) -> ort.InferenceSession:
-        """An ONNX Runtime session of the artifact; a file it cannot read is one ArtifactError."""
-        import onnxruntime as ort
-
         try:
-            return ort.InferenceSession(str(self.onnx_path), so, providers=self._providers)
+            self.session = ort.InferenceSession(str(self.onnx_path), so, providers=self._providers)
         except Exception as exc:  # onnxruntime raises its own types for a bad file
             raise ArtifactError(f"model artifact corrupted: cannot load {self.onnx_path} ({exc})") from exc
+        # from the provider the session got (a GPU that failed to load falls back to the CPU)
+        on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
+        self.concurrent_runs = (concurrent_runs or _usable_cores()) if on_cpu else 1
+        self._runs: tuple[int, ort.InferenceSession, ThreadPoolExecutor] | None = None
+        self._runs_lock = threading.Lock()
 
     def _concurrent(self) -> tuple[ort.InferenceSession, ThreadPoolExecutor]:
-        """(single-threaded session, pool of ``concurrent_runs`` threads), opened at the first call."""
+        """(single-threaded session, pool of ``concurrent_runs`` threads), opened at the first call in this
+        process (a forked child inherits the pool without its threads: it opens its own)."""
         with self._runs_lock:
-            if self._runs is None:
+            if self._runs is None or self._runs[0] != os.getpid():
                 import onnxruntime as ort
 
                 so = ort.SessionOptions()
                 so.log_severity_level = 3
                 so.intra_op_num_threads = 1
-                self._runs = (self._open(so), ThreadPoolExecutor(self.concurrent_runs, "xastopo-onnx-run"))
-            return self._runs
+                try:
+                    session = ort.InferenceSession(str(self.onnx_path), so, providers=["CPUExecutionProvider"])
+                except Exception as exc:  # the file opened a moment ago: memory, not the artifact
+                    raise RuntimeError(f"cannot open a second ONNX Runtime session of {self.onnx_path} for "
+                                       f"concurrent runs ({exc}); set predict.concurrent_runs: 1") from exc
+                self._runs = (os.getpid(), session, ThreadPoolExecutor(self.concurrent_runs, "xastopo-onnx-run"))
+            return self._runs[1], self._runs[2]
 
     @property
     def provider(self) -> str:
@@ -557,7 +566,7 @@ class Predictor(InputBuilder):
 
     def padded(self, arrays: Sequence[Arrays]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per-material ``(X, Z, has)`` → padded (x, z, mask, has_spectrum)."""
-        return pad_inputs(arrays, self.preprocessor.n_points)
+        return pad_inputs(arrays, self.preprocessor.n_points, skip_type_only=self.features == "padded_any")
 
     def outputs(self, arrays: Sequence[Arrays], batch_size: int | None = None,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:

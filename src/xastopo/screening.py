@@ -47,16 +47,22 @@ def predict_chunk(model_dir: str, materials: Sequence[MaterialSites], batch_size
     block = max(1, -(-options.block_materials // batch_size)) * batch_size
     answers: list[Answer] = []
     starts = range(0, len(materials), block)
-    if progress and len(starts) > 1:
+    bar = None
+    if progress and len(starts) > 1:  # one bar over the materials; a single block shows its own two
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc="predict", unit="block", mininterval=1.0)
+        bar = tqdm(total=len(materials), desc="predict", unit="material", mininterval=1.0)
+    inner = progress and bar is None
     for s in starts:
-        inputs = predictor.build(materials[s:s + block])
-        part: list[Answer | None] = list(predictor.predict_inputs(inputs, batch_size))
+        inputs = predictor.build(materials[s:s + block], progress=inner)
+        part: list[Answer | None] = list(predictor.predict_inputs(inputs, batch_size, progress=inner))
         for exc in inputs.errors:
             part[exc.index] = InputError(exc.index + s, exc.field, exc.message)
         answers.extend(part)  # type: ignore[arg-type]
+        if bar is not None:
+            bar.update(len(part))
+    if bar is not None:
+        bar.close()
     return answers
 
 

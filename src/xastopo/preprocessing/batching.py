@@ -36,34 +36,31 @@ def pad_has_spectrum(has: Sequence[np.ndarray], width: int) -> np.ndarray:
     return _padded(list(has), widths, width, np.float32, (), "has_spectrum")
 
 
-def pad_inputs(materials: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], n_points: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(X [a_i, P], Z [a_i], has [a_i])`` per material → padded (x, z, mask, has_spectrum), where a row with
-    ``has`` 0 is zeros (as :class:`~xastopo.inference.Predictor` and featurize build them).
+def pad_inputs(materials: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], n_points: int,
+               skip_type_only: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(X [a_i, P], Z [a_i], has [a_i])`` per material → padded (x, z, mask, has_spectrum).
 
-    Why not :func:`pad_materials` + :func:`pad_has_spectrum`: a material read by its types only has no
-    spectrum row to copy, and the model multiplies such rows by ``has`` = 0 anyway; only the materials with
-    a spectrum are copied (composition-only batches, e.g. the planner's formulas, then skip the largest
-    copy). Identical arrays wherever the rows with ``has`` 0 are zeros, and the same answers for any."""
+    ``skip_type_only``: a material whose absorbers all enter by their type (``has`` all 0) gets zero rows
+    without its X being read or copied. Why: a model that reads ``has`` (``padded_any``) multiplies such rows
+    by 0, and the builder makes them zeros anyway; composition-only batches (the planner's formulas) then
+    skip the largest copy. The arrays are those of :func:`pad_materials` + :func:`pad_has_spectrum` wherever
+    the rows with ``has`` 0 are zeros, and the answers of such a model the same for any finite rows. Pass
+    False for a model that does not read ``has``."""
     n = len(materials)
     widths = np.fromiter((len(m[1]) for m in materials), dtype=np.intp, count=n)
     a = max(int(widths.max(initial=1)), 1)
     z = _padded([m[1] for m in materials], widths, a, np.int64, (), "absorbers")
     has = _padded([m[2] for m in materials], widths, a, np.float32, (), "has_spectrum")
     keep = _mask(widths, a)
-    with_spectrum = np.flatnonzero(has.any(axis=1))
+    with_spectrum = np.flatnonzero(has.any(axis=1)) if skip_type_only else np.arange(n)
     if len(with_spectrum) == n:
         x = _padded([m[0] for m in materials], widths, a, np.float32, (n_points,), "spectra")
     else:
         x = np.zeros((n, a, n_points), dtype=np.float32)
         if len(with_spectrum):
-            rows = (with_spectrum[:, None] * a + np.arange(a))[keep[with_spectrum]]
-            flat = np.concatenate([materials[i][0] for i in with_spectrum.tolist()], dtype=np.float32,
-                                  casting="unsafe")
-            if flat.shape != (len(rows), n_points):
-                raise ValueError(f"spectra: rows of shape {flat.shape} in all, expected {(len(rows), n_points)} "
-                                 "(one row of n_points per absorber)")
-            x.reshape(n * a, n_points)[rows] = flat
+            parts = [materials[i][0] for i in with_spectrum.tolist()]
+            flat = _rows(parts, widths[with_spectrum], np.float32, (n_points,), "spectra", with_spectrum)
+            x.reshape(n * a, n_points)[(with_spectrum[:, None] * a + np.arange(a))[keep[with_spectrum]]] = flat
     return x, z, keep.astype(np.float32), has
 
 
@@ -72,19 +69,31 @@ def _mask(widths: np.ndarray, width: int) -> np.ndarray:
     return np.arange(width) < widths[:, None]
 
 
+def _rows(parts: list[np.ndarray], widths: np.ndarray, dtype: type, row: tuple[int, ...], what: str,
+          index: np.ndarray | None = None) -> np.ndarray:
+    """The materials' rows stacked [sum(widths), *row] (numpy's unsafe casting, as an assignment into a
+    zeroed array would cast); a material with another number of rows than ``widths`` says, or rows of
+    another shape, is a ValueError naming it (``index``: the materials' own indices, when a subset)."""
+    lens = np.fromiter((len(p) for p in parts), dtype=np.intp, count=len(parts))
+    if not np.array_equal(lens, widths):
+        i = int(np.flatnonzero(lens != widths)[0])
+        raise ValueError(f"{what}: material {i if index is None else int(index[i])} has {int(lens[i])} rows "
+                         f"for {int(widths[i])} absorbers")
+    flat = np.concatenate(parts, dtype=dtype, casting="unsafe")
+    if flat.shape[1:] != row:
+        raise ValueError(f"{what}: rows of shape {flat.shape[1:]}, expected {row}")
+    return flat
+
+
 def _padded(parts: list[np.ndarray], widths: np.ndarray, width: int, dtype: type, row: tuple[int, ...],
             what: str) -> np.ndarray:
-    """Per-material rows [widths[i], *row] → [n, width, *row] of ``dtype``, zeros on padding (numpy's
-    unsafe casting, as an assignment into a zeroed array would cast)."""
+    """Per-material rows [widths[i], *row] → [n, width, *row] of ``dtype``, zeros on padding."""
     n = len(parts)
     if n == 0:
         return np.zeros((0, width, *row), dtype=dtype)
     if int(widths.max()) > width:
         raise ValueError(f"{what}: a material has {int(widths.max())} absorbers, more than the width {width}")
-    flat = np.concatenate(parts, dtype=dtype, casting="unsafe")
-    if flat.shape[1:] != row or len(flat) != int(widths.sum()):
-        raise ValueError(f"{what}: per-material rows of shape {flat.shape[1:]} and {len(flat)} rows in all, "
-                         f"expected shape {row} and {int(widths.sum())} rows (one per absorber)")
+    flat = _rows(parts, widths, dtype, row, what)
     if len(flat) == n * width:  # every material fills the width (runs ordered by width mostly do)
         return flat.reshape(n, width, *row)
     out = np.zeros((n * width, *row), dtype=dtype)
