@@ -488,13 +488,12 @@ class Predictor(InputBuilder):
         import onnxruntime as ort
 
         super().__init__(model_dir)
-        self._providers = session_providers(prefer_gpu)
         self.spinning = spinning
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
-            self.session = ort.InferenceSession(str(self.onnx_path), so, providers=self._providers)
+            self.session = ort.InferenceSession(str(self.onnx_path), so, providers=session_providers(prefer_gpu))
         except Exception as exc:  # onnxruntime raises its own types for a bad file
             raise ArtifactError(f"model artifact corrupted: cannot load {self.onnx_path} ({exc})") from exc
         # from the provider the session got (a GPU that failed to load falls back to the CPU)
